@@ -1,0 +1,1 @@
+"""Attack suite for snnTorch networks wrapped by ``snncertify.certify``."""

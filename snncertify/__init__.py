@@ -1,0 +1,78 @@
+"""snncertify: certified and measured robustness for snnTorch spiking networks.
+
+>>> bnet = certify(net, num_steps=10)            # net: an unmodified snnTorch Sequential
+>>> lower, upper = bnet.bounds(x, eps=0.02)      # [B, K] each, sound for |dx|_inf <= eps
+>>> ok = bnet.certify(x, y, eps=0.02)            # bool [B]
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .methods import available_methods, register_method
+from .threat import FlipBudget, FlipMask, LinfBall
+from .wrapper import BoundedSNN
+
+__version__ = "0.1.0"
+
+
+def certify(
+    net: nn.Sequential,
+    num_steps: int | None,
+    encoding: str = "direct",
+    readout: str = "rate",
+    seed: int = 0,
+    slack: float = 1e-5,
+) -> BoundedSNN:
+    """Wrap an unmodified snnTorch network for forward passes and sound bounds.
+
+    Args:
+        net: ``nn.Sequential`` (nested allowed) of Linear, Conv2d, AvgPool2d,
+            MaxPool2d, Flatten, Dropout/Identity, BatchNorm1d/2d (eval) and
+            ``snn.Leaky`` (reset subtract/zero/none; beta and threshold scalar,
+            per-neuron or per-channel, learnable or not).
+        num_steps: time steps T (may be None for the event encoding).
+        encoding: ``"direct"`` (image as current at every step), ``"rate"``
+            (Bernoulli spikes ``x > r``, one noise draw per certificate) or
+            ``"event"`` (binary frames ``[T, B, ...]``).
+        readout: ``"rate"`` (mean of the last layer's spikes), ``"count"``
+            (spike count) or ``"membrane"`` (mean membrane of the last Leaky).
+        seed: seed of the default rate-encoding noise draw.
+        slack: relative widening of membrane bounds against float rounding
+            (applied only when the threat is not a single point).
+
+    Returns:
+        A :class:`BoundedSNN` (an ``nn.Module``) sharing ``net``'s parameters.
+
+    Raises:
+        TypeError: an unsupported module (class and position named).
+        ValueError: a bad argument.
+    """
+    return BoundedSNN(net, num_steps, encoding, readout, seed, slack)
+
+
+@torch.no_grad()
+def verified_accuracy(
+    bnet: BoundedSNN, x: Tensor, y: Tensor, eps, method: str = "ibp", batch_size: int = 256,
+    noise: Tensor | None = None,
+) -> float:
+    """Fraction of samples that are certified (which implies correctly classified)."""
+    hits = 0
+    for i in range(0, len(y), batch_size):
+        sl = slice(i, i + batch_size)
+        nz = None if noise is None else noise[:, sl]
+        hits += int(bnet.certify(x[sl], y[sl], eps, method, nz).sum())
+    return hits / len(y)
+
+
+__all__ = [
+    "BoundedSNN",
+    "FlipBudget",
+    "FlipMask",
+    "LinfBall",
+    "available_methods",
+    "certify",
+    "register_method",
+    "verified_accuracy",
+]

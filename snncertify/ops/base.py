@@ -1,0 +1,74 @@
+"""Base classes of the bound operations.
+
+A network is parsed into a flat list of operations. Each operation wraps the
+ORIGINAL module (parameters are shared, never copied) and offers
+
+* ``forward(x)``: the exact computation of the module on ``[N, ...]``;
+* ``interval(l, u)``: the S-IBP rule, elementwise bounds of the output for
+  every input in the box ``[l, u]``.
+
+Stateless operations see the time axis folded into the batch (``N = T*B``);
+stateful ones (``LeakyOp``) see ``[T, B, ...]`` and loop over time themselves.
+The linear (CROWN) rules live next to these in the same classes.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class BoundOp:
+    """One operation of the unrolled network.
+
+    Attributes:
+        module: the wrapped module (parameters shared with the user's net).
+        path: dotted position of the module in the user's net, e.g. ``"2.1"``.
+        stateful: True for neurons that carry state across time steps.
+    """
+
+    stateful = False
+
+    def __init__(self, module: nn.Module, path: str) -> None:
+        self.module = module
+        self.path = path
+
+    @property
+    def name(self) -> str:
+        return f"{type(self.module).__name__} at {self.path!r}"
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Exact output of the module, ``x``: ``[N, ...]``."""
+        return self.module(x)
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name})"
+
+
+class AffineOp(BoundOp):
+    """``y = A x + b`` for a linear map A: interval in centre/radius form.
+
+    Subclasses give ``forward`` (``A x + b``) and ``abs_linear`` (``|A| r``).
+    At zero radius the centre goes through the very same ``forward`` as the
+    network, so bounds at eps = 0 equal the forward pass bit for bit.
+    """
+
+    def abs_linear(self, r: Tensor) -> Tensor:
+        """``|A| r`` (no bias), ``r``: ``[N, ...]`` non-negative."""
+        raise NotImplementedError
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        centre = (lower + upper) / 2
+        radius = (upper - lower) / 2
+        c = self.forward(centre)
+        r = self.abs_linear(radius)
+        return c - r, c + r
+
+
+class MonotoneOp(BoundOp):
+    """Elementwise non-decreasing maps (identity, reshapes, max pooling)."""
+
+    def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        return self.forward(lower), self.forward(upper)

@@ -1,0 +1,131 @@
+"""``snn.Leaky``: the exact snnTorch 1.0 dynamics and their S-IBP rule.
+
+Per step t (elementwise, ``U_0 = 0``), exactly as ``snn.Leaky.forward`` computes:
+
+    R_t = H(U_{t-1} - θ)                       (reset from the PREVIOUS membrane)
+    subtract: U_t = (β U_{t-1} + I_t) - R_t θ
+    zero:     U_t = β ((1 - R_t) U_{t-1}) + I_t = β g(U_{t-1}) + I_t,  g(u) = u 1[u <= θ]
+    none:     U_t = β U_{t-1} + I_t
+    S_t = H(U_t - θ)                           (strict: U_t == θ does not spike)
+
+with β clamped to [0, 1]. The float operations are written in the same order as
+snnTorch so that the forward (and the bounds at eps = 0) are bit-identical.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import BoundOp
+
+RESET_MODES = ("subtract", "zero", "none")
+
+
+def unsupported_leaky_options(module) -> list[str]:
+    """Options of ``snn.Leaky`` this toolkit does not model (empty if none)."""
+    bad = []
+    if getattr(module, "inhibition", False):
+        bad.append("inhibition=True")
+    if getattr(module, "state_quant", False):
+        bad.append("state_quant")
+    if not getattr(module, "reset_delay", True):
+        bad.append("reset_delay=False")
+    gsf = getattr(module, "graded_spikes_factor", None)
+    if gsf is not None and not bool(torch.all(torch.as_tensor(gsf) == 1)):
+        bad.append("graded_spikes_factor != 1")
+    if getattr(module, "reset_mechanism", "subtract") not in RESET_MODES:
+        bad.append(f"reset_mechanism={module.reset_mechanism!r}")
+    return bad
+
+
+class LeakyOp(BoundOp):
+    """``snn.Leaky`` over a whole sequence.
+
+    Inputs are currents ``[T, B, ...]``; outputs are spikes ``[T, B, ...]``.
+    The neuron's own ``spike_grad`` is used for every Heaviside, so forward
+    and bounds carry the module's surrogate gradient.
+    """
+
+    stateful = True
+
+    @property
+    def reset(self) -> str:
+        return self.module.reset_mechanism
+
+    def beta(self) -> Tensor:
+        return self.module.beta.clamp(0, 1)
+
+    def threshold(self) -> Tensor:
+        return self.module.threshold
+
+    def spike(self, mem: Tensor) -> Tensor:
+        """``H(mem - θ)`` with the module's surrogate gradient."""
+        return self.module.spike_grad(mem - self.module.threshold)
+
+    def forward_seq(self, cur: Tensor) -> tuple[Tensor, Tensor]:
+        """Exact dynamics. ``cur``: ``[T, B, ...]`` -> (spikes, membranes), both ``[T, B, ...]``."""
+        beta, thr = self.beta(), self.threshold()
+        mem = torch.zeros_like(cur[0])
+        spikes, mems = [], []
+        for t in range(cur.shape[0]):
+            reset = self.spike(mem).detach()
+            if self.reset == "subtract":
+                mem = beta * mem + cur[t] - reset * thr
+            elif self.reset == "zero":
+                mem = beta * ((1 - reset) * mem) + cur[t]
+            else:
+                mem = beta * mem + cur[t]
+            spikes.append(self.spike(mem))
+            mems.append(mem)
+        return torch.stack(spikes), torch.stack(mems)
+
+    def interval_seq(
+        self, cur_l: Tensor, cur_u: Tensor, slack: float = 0.0
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """S-IBP through time.
+
+        Args:
+            cur_l, cur_u: bounds of the input current, ``[T, B, ...]``.
+            slack: relative widening of every membrane bound (covers float
+                rounding differences between this computation and the
+                forward pass of a perturbed input); 0 gives the exact
+                point computation.
+
+        Returns:
+            ``(spk_l, spk_u, mem_l, mem_u)``, each ``[T, B, ...]``. The decay
+            and reset term is bounded as ONE function of ``U_{t-1}``, which
+            is tighter than bounding ``β U`` and ``θ R`` separately.
+        """
+        beta, thr = self.beta(), self.threshold()
+        ml = torch.zeros_like(cur_l[0])
+        mu = torch.zeros_like(cur_u[0])
+        out = ([], [], [], [])
+        for t in range(cur_l.shape[0]):
+            il, iu = cur_l[t], cur_u[t]
+            rl, ru = self.spike(ml).detach(), self.spike(mu).detach()
+            if self.reset == "subtract":
+                # h(u) = βu - θ H(u - θ): βu below θ, βu - θ above it.
+                lo, hi = beta * ml + il - rl * thr, beta * mu + iu - ru * thr
+                unstable = rl != ru
+                if bool(unstable.any()):
+                    lo = torch.where(unstable, torch.minimum(lo, beta * thr - thr + il), lo)
+                    hi = torch.where(unstable, torch.maximum(beta * mu + iu - thr, beta * thr + iu), hi)
+            elif self.reset == "zero":
+                # g(u) = u 1[u <= θ] on [ml, mu]; the point rule is snnTorch's (1 - R) u.
+                gl, gu = (1 - rl) * ml, (1 - ru) * mu
+                unstable = rl != ru
+                if bool(unstable.any()):
+                    zero = torch.zeros_like(ml)
+                    gl = torch.where(unstable, torch.minimum(ml, zero), gl)
+                    gu = torch.where(unstable, torch.maximum(thr + zero, zero), gu)
+                lo, hi = beta * gl + il, beta * gu + iu
+            else:
+                lo, hi = beta * ml + il, beta * mu + iu
+            if slack:
+                pad = slack * (1 + torch.maximum(lo.abs(), hi.abs()))
+                lo, hi = lo - pad, hi + pad
+            ml, mu = lo, hi
+            for seq, v in zip(out, (self.spike(ml), self.spike(mu), ml, mu)):
+                seq.append(v)
+        return tuple(torch.stack(s) for s in out)

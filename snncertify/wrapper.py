@@ -1,0 +1,184 @@
+"""``BoundedSNN``: an unmodified snnTorch network, run and bounded over time."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import encoding as enc
+from . import propagate
+from .methods import get_method
+from .ops import IdentityOp, LeakyOp
+from .parse import parse_network
+from .propagate import Propagation
+from .readout import READOUTS, readout_bounds
+from .threat import Threat, make_threat
+
+
+class BoundedSNN(nn.Module):
+    """Runs and bounds an snnTorch ``nn.Sequential`` for ``num_steps`` steps.
+
+    Build it with :func:`snncertify.certify`. Parameters are shared with the
+    wrapped network (``self.net``), so training either trains both.
+
+    Shapes: ``x`` is ``[B, ...]`` in [0, 1] (``[T, B, ...]`` binary frames for
+    the event encoding); scores are ``[B, K]``. Rate encoding draws noise
+    ``[T, B, ...]`` from a generator seeded with ``seed`` on every call that
+    does not pass ``noise=``, so calls agree on the draw by default.
+    """
+
+    def __init__(
+        self,
+        net: nn.Sequential,
+        num_steps: int | None,
+        encoding: str = "direct",
+        readout: str = "rate",
+        seed: int = 0,
+        slack: float = 1e-5,
+    ) -> None:
+        super().__init__()
+        if encoding not in enc.ENCODINGS:
+            raise ValueError(f"encoding must be one of {enc.ENCODINGS}, got {encoding!r}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
+        if num_steps is None and encoding != "event":
+            raise ValueError(f"num_steps is required for the {encoding} encoding")
+        if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
+            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        if not slack >= 0:
+            raise ValueError(f"slack must be >= 0, got {slack}")
+        self.net = net
+        self.ops = parse_network(net)
+        if readout == "membrane":
+            tail = [op for op in self.ops if not isinstance(op, IdentityOp)][-1]
+            if not isinstance(tail, LeakyOp):
+                raise ValueError(
+                    f"readout='membrane' needs the network to end with snn.Leaky, "
+                    f"it ends with {tail.name}"
+                )
+        self.num_steps = num_steps
+        self.encoding = encoding
+        self.readout = readout
+        self.seed = seed
+        self.slack = slack
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_steps={self.num_steps}, encoding={self.encoding!r}, "
+            f"readout={self.readout!r}, seed={self.seed}"
+        )
+
+    # ----------------------------------------------------------------- inputs
+    def steps_for(self, x: Tensor) -> int:
+        if self.encoding == "event":
+            if self.num_steps is not None and x.shape[0] != self.num_steps:
+                raise ValueError(
+                    f"event input has {x.shape[0]} frames, the model runs {self.num_steps} steps"
+                )
+            return x.shape[0]
+        return self.num_steps
+
+    def batch_size(self, x: Tensor) -> int:
+        return x.shape[1] if self.encoding == "event" else x.shape[0]
+
+    def draw_noise(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Uniform rate-encoding noise ``[T, *x.shape]``; seeded with ``seed`` by default."""
+        if generator is None:
+            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+        shape = (self.num_steps, *x.shape)
+        return torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
+
+    def _prepare(self, x: Tensor, noise: Tensor | None) -> Tensor | None:
+        enc.check_input(self.encoding, x)
+        self.steps_for(x)
+        if self.encoding != "rate":
+            if noise is not None:
+                raise ValueError(f"noise= only applies to the rate encoding, not {self.encoding!r}")
+            return None
+        if noise is None:
+            return self.draw_noise(x)
+        enc.check_noise(noise, x, self.num_steps)
+        return noise
+
+    # ---------------------------------------------------------------- forward
+    def trace(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Propagation]:
+        """Forward pass that also returns every Leaky's currents, membranes and spikes."""
+        noise = self._prepare(x, noise)
+        z, static = enc.encode(self.encoding, x, noise)
+        prop = propagate.forward(self.ops, z, static, self.steps_for(x))
+        return readout_bounds(self.readout, prop)[0], prop
+
+    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Scores ``[B, K]`` from a fresh state, bit-identical to the snnTorch net."""
+        return self.trace(x, noise)[0]
+
+    # ----------------------------------------------------------------- bounds
+    def threat(self, x: Tensor, eps) -> Threat:
+        return make_threat(self.encoding, eps, self.batch_size(x))
+
+    def interval_propagation(self, x: Tensor, threat: Threat, noise: Tensor | None) -> Propagation:
+        """S-IBP with every Leaky's bounds recorded (``x``, ``noise`` already checked)."""
+        lo, hi, static = enc.encode_interval(self.encoding, x, threat, noise)
+        slack = 0.0 if threat.is_point() else self.slack
+        return propagate.interval(self.ops, lo, hi, static, self.steps_for(x), slack)
+
+    def interval_scores(self, x: Tensor, threat: Threat, noise: Tensor | None):
+        return readout_bounds(self.readout, self.interval_propagation(x, threat, noise))
+
+    def spec_bounds(
+        self, x: Tensor, eps, C: Tensor | None = None, method: str = "ibp",
+        noise: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Bounds ``[B, M]`` of ``C @ scores`` (``C``: ``[B, M, K]``, None = the scores)."""
+        noise = self._prepare(x, noise)
+        threat = self.threat(x, eps)
+        return get_method(method)(self, x, threat, noise, C)
+
+    def bounds(self, x: Tensor, eps, method: str = "ibp", noise: Tensor | None = None):
+        """``(lower, upper)``, each ``[B, K]``, valid for every input in the threat model.
+
+        ``eps``: L-inf radius (direct, rate: for the one noise draw used), or
+        for events a bool flip mask / int flip budget.
+        """
+        return self.spec_bounds(x, eps, None, method, noise)
+
+    def margin_bounds(
+        self, x: Tensor, y: Tensor, eps, method: str = "ibp", noise: Tensor | None = None
+    ) -> Tensor:
+        """Lower bounds ``[B, K]`` on ``score_y - score_j`` (entry ``j = y`` is 0)."""
+        C = self.margin_spec(x, y)
+        lower, _ = self.spec_bounds(x, eps, C, method, noise)
+        return lower
+
+    def margin_spec(self, x: Tensor, y: Tensor) -> Tensor:
+        """``C`` ``[B, K, K]`` with rows ``e_y - e_j`` (row ``y`` is zero)."""
+        batch, num_classes = self.batch_size(x), self.num_classes(x)
+        if not isinstance(y, Tensor) or y.dtype in (torch.bool,) or y.is_floating_point():
+            raise ValueError("y must be an integer tensor of labels [B]")
+        if tuple(y.shape) != (batch,):
+            raise ValueError(f"y must have shape [B] = [{batch}], got {list(y.shape)}")
+        if bool((y < 0).any()) or bool((y >= num_classes).any()):
+            raise ValueError(f"labels must lie in [0, {num_classes}), got {y.tolist()}")
+        eye = torch.eye(num_classes, device=x.device, dtype=x.dtype)
+        return eye[y].unsqueeze(1) - eye.unsqueeze(0)
+
+    def num_classes(self, x: Tensor) -> int:
+        """Number of output scores K (one cheap forward on a single sample)."""
+        if not hasattr(self, "_num_classes"):
+            one = x[:, :1] if self.encoding == "event" else x[:1]
+            with torch.no_grad():
+                self._num_classes = self.forward(one.detach()).shape[-1]
+        return self._num_classes
+
+    def certify(
+        self, x: Tensor, y: Tensor, eps, method: str = "ibp", noise: Tensor | None = None
+    ) -> Tensor:
+        """Bool ``[B]``: every margin bound ``score_y - score_j``, ``j != y``, is STRICTLY > 0.
+
+        A tie is never certified. For rate encoding the certificate holds for
+        the noise draw used (``noise``, or the seeded default draw) only.
+        """
+        margins = self.margin_bounds(x, y, eps, method, noise)
+        others = torch.ones_like(margins, dtype=torch.bool)
+        others[torch.arange(margins.shape[0]), y] = False
+        return torch.where(others, margins > 0, torch.ones_like(others)).all(dim=1)

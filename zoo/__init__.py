@@ -1,0 +1,1 @@
+"""Model zoo: named, hash-checked checkpoints of defended snnTorch networks."""
