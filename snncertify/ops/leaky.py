@@ -49,6 +49,12 @@ class LeakyOp(BoundOp):
 
     stateful = True
 
+    def __init__(self, module, path: str) -> None:
+        super().__init__(module, path)
+        #: replaces ``module.spike_grad`` when set (e.g. an attack's surrogate);
+        #: the forward value must stay the strict Heaviside.
+        self.spike_override = None
+
     @property
     def reset(self) -> str:
         return self.module.reset_mechanism
@@ -61,7 +67,8 @@ class LeakyOp(BoundOp):
 
     def spike(self, mem: Tensor) -> Tensor:
         """``H(mem - θ)`` with the module's surrogate gradient."""
-        return self.module.spike_grad(mem - self.module.threshold)
+        fn = self.spike_override or self.module.spike_grad
+        return fn(mem - self.module.threshold)
 
     def forward_seq(self, cur: Tensor) -> tuple[Tensor, Tensor]:
         """Exact dynamics. ``cur``: ``[T, B, ...]`` -> (spikes, membranes), both ``[T, B, ...]``."""
