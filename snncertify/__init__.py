@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from . import alpha as _alpha  # noqa: F401  (registers "alpha-crown")
+from . import crown as _crown  # noqa: F401  (registers "crown-ibp", "crown")
 from .methods import available_methods, register_method
 from .threat import FlipBudget, FlipMask, LinfBall
 from .wrapper import BoundedSNN

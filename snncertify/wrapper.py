@@ -117,10 +117,14 @@ class BoundedSNN(nn.Module):
         return make_threat(self.encoding, eps, self.batch_size(x))
 
     def interval_propagation(self, x: Tensor, threat: Threat, noise: Tensor | None) -> Propagation:
-        """S-IBP with every Leaky's bounds recorded (``x``, ``noise`` already checked)."""
+        """S-IBP with every Leaky's bounds recorded (``x``, ``noise`` already checked).
+
+        A point threat (eps = 0, no flips) returns the forward pass itself.
+        """
+        if threat.is_point():
+            return self.trace(x, noise)[1]
         lo, hi, static = enc.encode_interval(self.encoding, x, threat, noise)
-        slack = 0.0 if threat.is_point() else self.slack
-        return propagate.interval(self.ops, lo, hi, static, self.steps_for(x), slack)
+        return propagate.interval(self.ops, lo, hi, static, self.steps_for(x), self.slack)
 
     def interval_scores(self, x: Tensor, threat: Threat, noise: Tensor | None):
         return readout_bounds(self.readout, self.interval_propagation(x, threat, noise))

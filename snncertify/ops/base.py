@@ -14,6 +14,7 @@ The linear (CROWN) rules live next to these in the same classes.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 
@@ -43,14 +44,46 @@ class BoundOp:
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
+    # ---------------------------------------------------- linear (CROWN) rules
+    #: whether ``backward``/``bias`` are implemented (exactly linear ops only)
+    linear = False
+
+    def backward(self, lam: Tensor, in_shape: tuple[int, ...]) -> Tensor:
+        """Coefficients on the input: ``lam @ A`` for ``y = A x + b``.
+
+        ``lam``: ``[N, *out_shape]`` (N folds time, batch and spec rows);
+        returns ``[N, *in_shape]`` with ``lam · (A x) == backward(lam) · x``.
+        """
+        raise NotImplementedError(f"no linear rule for {self.name}")
+
+    def bias(self, ndim: int) -> Tensor | None:
+        """The offset ``b`` broadcastable to ``[N, *out_shape]`` (rank ``ndim``), or None."""
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
 
 
+def vjp_backward(fn, lam: Tensor, in_shape: tuple[int, ...]) -> Tensor:
+    """``lam @ A`` for a linear (bias-free) ``fn`` through autograd.
+
+    Differentiable when grad mode is on (``create_graph``), so bounds built
+    from it carry gradients to the parameters ``fn`` uses.
+    """
+    graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        z = lam.new_zeros((lam.shape[0], *in_shape), requires_grad=True)
+        (grad,) = torch.autograd.grad(fn(z), z, lam, create_graph=graph)
+    return grad
+
+
 class AffineOp(BoundOp):
+    linear = True
+
     """``y = A x + b`` for a linear map A: interval in centre/radius form.
 
-    Subclasses give ``forward`` (``A x + b``) and ``abs_linear`` (``|A| r``).
+    Subclasses give ``forward`` (``A x + b``) and ``abs_linear`` (``|A| r``),
+    and for the linear rules ``backward`` (``lam @ A``) and ``bias`` (``b``).
     At zero radius the centre goes through the very same ``forward`` as the
     network, so bounds at eps = 0 equal the forward pass bit for bit.
     """

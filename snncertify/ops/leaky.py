@@ -70,12 +70,13 @@ class LeakyOp(BoundOp):
         fn = self.spike_override or self.module.spike_grad
         return fn(mem - self.module.threshold)
 
-    def forward_seq(self, cur: Tensor) -> tuple[Tensor, Tensor]:
-        """Exact dynamics. ``cur``: ``[T, B, ...]`` -> (spikes, membranes), both ``[T, B, ...]``."""
+    def forward_seq(self, cur: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+        """Exact dynamics. ``cur``: T currents ``[B, ...]`` -> (T spikes ``[B, ...]``,
+        membranes ``[T, B, ...]``)."""
         beta, thr = self.beta(), self.threshold()
         mem = torch.zeros_like(cur[0])
         spikes, mems = [], []
-        for t in range(cur.shape[0]):
+        for t in range(len(cur)):
             reset = self.spike(mem).detach()
             if self.reset == "subtract":
                 mem = beta * mem + cur[t] - reset * thr
@@ -85,22 +86,23 @@ class LeakyOp(BoundOp):
                 mem = beta * mem + cur[t]
             spikes.append(self.spike(mem))
             mems.append(mem)
-        return torch.stack(spikes), torch.stack(mems)
+        return spikes, torch.stack(mems)
 
     def interval_seq(
-        self, cur_l: Tensor, cur_u: Tensor, slack: float = 0.0
-    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        self, cur_l: list[Tensor], cur_u: list[Tensor], slack: float = 0.0
+    ) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]:
         """S-IBP through time.
 
         Args:
-            cur_l, cur_u: bounds of the input current, ``[T, B, ...]``.
+            cur_l, cur_u: bounds of the input current, T tensors ``[B, ...]``.
             slack: relative widening of every membrane bound (covers float
                 rounding differences between this computation and the
                 forward pass of a perturbed input); 0 gives the exact
                 point computation.
 
         Returns:
-            ``(spk_l, spk_u, mem_l, mem_u)``, each ``[T, B, ...]``. The decay
+            ``(spk_l, spk_u, mem_l, mem_u)``: T spike bounds ``[B, ...]`` each,
+            membrane bounds ``[T, B, ...]``. The decay
             and reset term is bounded as ONE function of ``U_{t-1}``, which
             is tighter than bounding ``β U`` and ``θ R`` separately.
         """
@@ -108,7 +110,7 @@ class LeakyOp(BoundOp):
         ml = torch.zeros_like(cur_l[0])
         mu = torch.zeros_like(cur_u[0])
         out = ([], [], [], [])
-        for t in range(cur_l.shape[0]):
+        for t in range(len(cur_l)):
             il, iu = cur_l[t], cur_u[t]
             rl, ru = self.spike(ml).detach(), self.spike(mu).detach()
             if self.reset == "subtract":
@@ -133,6 +135,6 @@ class LeakyOp(BoundOp):
                 pad = slack * (1 + torch.maximum(lo.abs(), hi.abs()))
                 lo, hi = lo - pad, hi + pad
             ml, mu = lo, hi
-            for seq, v in zip(out, (self.spike(ml), self.spike(mu), ml, mu)):
+            for seq, v in zip(out, (self.spike(ml), self.spike(mu), ml, mu), strict=True):
                 seq.append(v)
-        return tuple(torch.stack(s) for s in out)
+        return out[0], out[1], torch.stack(out[2]), torch.stack(out[3])

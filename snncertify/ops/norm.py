@@ -34,3 +34,13 @@ class BatchNormOp(AffineOp):
 
     def abs_linear(self, r: Tensor) -> Tensor:
         return r * self.channel_view(self.scale().abs(), r.ndim)
+
+    def backward(self, lam: Tensor, in_shape: tuple[int, ...]) -> Tensor:
+        return lam * self.channel_view(self.scale(), lam.ndim)
+
+    def bias(self, ndim: int) -> Tensor | None:
+        m = self.module
+        shift = -m.running_mean * self.scale()
+        if m.bias is not None:
+            shift = shift + m.bias
+        return self.channel_view(shift, ndim)[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import AffineOp, MonotoneOp
+from .base import AffineOp, MonotoneOp, vjp_backward
 
 
 class AvgPool2dOp(AffineOp):
@@ -13,6 +13,12 @@ class AvgPool2dOp(AffineOp):
     def abs_linear(self, r: Tensor) -> Tensor:
         return self.module(r)
 
+    def backward(self, lam: Tensor, in_shape: tuple[int, ...]) -> Tensor:
+        return vjp_backward(self.module, lam, in_shape)
+
 
 class MaxPool2dOp(MonotoneOp):
-    """``nn.MaxPool2d``: non-decreasing in every input, so bounds map exactly."""
+    """``nn.MaxPool2d``: non-decreasing in every input, so bounds map exactly.
+
+    It has no linear (CROWN) rule: linear bound methods reject it.
+    """

@@ -1,0 +1,110 @@
+"""α-CROWN: relaxation slopes optimised per neuron and per spec row.
+
+Intermediate membrane bounds come from full CROWN (``crown.crown_setup``) and
+stay fixed; the slopes used for the OUTPUT bound are then optimised by
+projected gradient ascent (Adam) on the sum of the lower bounds. Each Leaky
+has four σ tensors ``[T, B, 2M, ...]`` in [0, 1] (spike lower/upper line,
+reset lower/upper line), a slope being ``lo + σ (hi - lo)`` between the two
+hull-segment slopes of ``relax.Relaxation.slope_range``; they start at CROWN's
+own choice. Every slope gives a sound line (``relax.py``), so every iterate is
+a sound bound: the best seen per entry is returned, never worse than CROWN,
+and (as for every method) the elementwise best with IBP.
+
+The bound returned is not differentiable w.r.t. the network's parameters.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .crown import (
+    Setup,
+    _prepare,
+    best_of,
+    check_supported,
+    crown_setup,
+    full_spec,
+    output_lower,
+)
+from .methods import register_method
+from .relax import Relaxation, reset_fn, spike_fn
+from .threat import Threat
+
+ITERATIONS = 20
+LEARNING_RATE = 0.1
+
+
+def initial_sigmas(setup: Setup, rows: int) -> dict[int, dict[str, Tensor]]:
+    """CROWN's slope choice as σ tensors ``[T, B, rows, ...]`` for every Leaky."""
+    sigmas: dict[int, dict[str, Tensor]] = {}
+    for j, op in enumerate(setup.ops):
+        if not op.stateful:
+            continue
+        thr, beta = op.threshold().detach(), op.beta().detach()
+        ml, mu = setup.mem_l[j], setup.mem_u[j]
+        T = len(ml)
+        found = {}
+        kinds = [("spk", spike_fn(thr), 0)]
+        if op.reset != "none":
+            kinds.append(("rst", reset_fn(op.reset, beta, thr), 1))
+        for kind, f, shift in kinds:
+            for side, upper in (("lo", False), ("up", True)):
+                steps = []
+                for t in range(T):
+                    if t - shift < 0:
+                        steps.append(torch.zeros_like(ml[0]))
+                        continue
+                    rel = Relaxation(f, ml[t - shift], mu[t - shift])
+                    steps.append(rel.default_sigma(upper))
+                sig = torch.stack(steps).unsqueeze(2)  # [T, B, 1, ...]
+                shape = (T, sig.shape[1], rows, *sig.shape[3:])
+                found[f"{kind}_{side}"] = sig.expand(shape).clone().requires_grad_(True)
+        sigmas[j] = found
+    return sigmas
+
+
+def alpha_crown(
+    bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None,
+    iterations: int | None = None, lr: float | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Bounds ``[B, M]`` of ``C @ scores`` with optimised slopes (see module doc).
+
+    ``iterations`` (default :data:`ITERATIONS`) Adam steps of size ``lr``
+    (default :data:`LEARNING_RATE`) on σ, each followed by projection onto [0, 1].
+    """
+    iterations = ITERATIONS if iterations is None else iterations
+    lr = LEARNING_RATE if lr is None else lr
+    check_supported(bnet.ops, "alpha-crown")
+    with torch.no_grad():
+        prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
+        if threat.is_point():
+            return ibp_l, ibp_u
+        setup = crown_setup(bnet, x, threat, noise, prop, "alpha-crown")
+        C = full_spec(C, bnet.batch_size(x), ibp_l.shape[1], ibp_l)
+        C2 = torch.cat([C, -C], dim=1)
+        best = output_lower(bnet, setup, C2)
+    M = C.shape[1]
+    if iterations > 0:
+        sigmas = initial_sigmas(setup, C2.shape[1])
+        params = [p for d in sigmas.values() for p in d.values()]
+        opt = torch.optim.Adam(params, lr=lr)
+        setup.alpha = sigmas
+        for _ in range(iterations):
+            with torch.enable_grad():
+                bound = output_lower(bnet, setup, C2)
+                grads = torch.autograd.grad(-bound.sum(), params, allow_unused=True)
+            best = torch.maximum(best, bound.detach())
+            for p, g in zip(params, grads, strict=True):
+                p.grad = None if g is None else g.detach()
+            opt.step()
+            with torch.no_grad():
+                for p in params:
+                    p.clamp_(0, 1)
+        with torch.no_grad():
+            best = torch.maximum(best, output_lower(bnet, setup, C2))
+        setup.alpha = {}
+    return best_of(best[:, :M], -best[:, M:], ibp_l, ibp_u)
+
+
+register_method("alpha-crown", alpha_crown)

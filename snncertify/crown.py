@@ -1,0 +1,411 @@
+"""S-CROWN: linear bounds by back-substitution over the unrolled (layer, time) DAG.
+
+A lower bound of ``C @ scores`` is built backwards from the readout: every
+quantity is kept as coefficients ``lam`` on the values of one node (per time
+step), and each operation turns coefficients on its output into coefficients
+on its input plus a constant:
+
+* linear ops (Linear, Conv2d, AvgPool2d, BatchNorm, Flatten, Identity) are
+  exact (``ops``' ``backward``/``bias``), batched over time;
+* a Leaky layer is walked from the last step to the first: the spike
+  ``H(U_t - θ)`` and the decay-and-reset term ``f(U_{t-1})`` (``relax.py``)
+  are replaced by lines chosen by the sign of their coefficient, and
+  ``U_t = f(U_{t-1}) + I_t + e_t`` with a rounding term ``|e_t| <= pad_t``
+  (the membrane slack of the interval code, ``bnet.slack``);
+* at the input, the bound is concretised over the threat: an L-inf box (the
+  direct encoding's coefficients summed over time first), the per-step spike
+  box of the rate encoding, or the event threats (a flip mask is a box; a flip
+  budget is handled exactly, see :func:`concretize`).
+
+Upper bounds are lower bounds of ``-C``, computed in the same pass.
+Floating-point rounding of the bound computation itself is covered by
+subtracting ``slack * mag``, ``mag`` the total magnitude of the terms summed.
+
+Methods registered here: ``"crown-ibp"`` (intermediate bounds from S-IBP, one
+backward pass, differentiable) and ``"crown"`` (each unstable membrane bound
+refined by its own back-substitution first). Both return the elementwise best
+of themselves and S-IBP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from . import encoding as enc
+from .methods import register_method, spec_interval
+from .ops import BoundOp, IdentityOp, LeakyOp
+from .propagate import Propagation
+from .readout import readout_bounds
+from .relax import Relaxation, reset_fn, select, spike_fn
+from .threat import FlipBudget, Threat
+
+#: spec rows x elements above which intermediate bounds are computed in chunks
+CHUNK_ELEMENTS = 1 << 25
+
+
+class UnsupportedOpError(TypeError):
+    """An op without a linear rule (e.g. MaxPool2d) under a linear bound method."""
+
+
+@dataclass
+class Setup:
+    """Everything a back-substitution needs about one bounding problem.
+
+    Attributes:
+        ops: the op list; ``in_shapes[i]``: per-sample input shape of ``ops[i]``.
+        static: direct encoding (ops before the first Leaky run once).
+        first_leaky: index of the first Leaky op.
+        lo, hi: input box, ``[B, ...]`` if static else ``[T, B, ...]``.
+        x0: the clean event frames (flip budget) or None.
+        threat: the threat model.
+        mem_l, mem_u: op index -> per-step membrane bounds, lists of ``[B, ...]``.
+        out_pad: per-step output padding ``[T, B, K]`` (None if the net ends in a Leaky).
+        slack: rounding slack (0 at a point threat).
+        alpha: op index -> ``{"spk_lo", "spk_up", "rst_lo", "rst_up"}`` σ tensors
+            ``[T, B, M, ...]`` (α-CROWN), else empty.
+    """
+
+    ops: list[BoundOp]
+    in_shapes: list[tuple[int, ...]]
+    static: bool
+    first_leaky: int
+    lo: Tensor
+    hi: Tensor
+    x0: Tensor | None
+    threat: Threat
+    mem_l: dict[int, list[Tensor]]
+    mem_u: dict[int, list[Tensor]]
+    out_pad: Tensor | None
+    slack: float
+    num_steps: int
+    alpha: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+
+
+def check_supported(ops: list[BoundOp], method: str) -> None:
+    """UnsupportedOpError naming the first op without a linear rule."""
+    for op in ops:
+        if not op.stateful and not op.linear:
+            raise UnsupportedOpError(
+                f"method {method!r} does not support {type(op.module).__name__} at "
+                f"{op.path!r}; use method='ibp'"
+            )
+
+
+def _in_shapes(ops: list[BoundOp], sample_shape: tuple[int, ...], like: Tensor) -> list:
+    shapes = []
+    z = like.new_zeros((1, *sample_shape))
+    with torch.no_grad():
+        for op in ops:
+            shapes.append(tuple(z.shape[1:]))
+            if not op.stateful:
+                z = op.forward(z)
+    return shapes
+
+
+def make_setup(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Propagation,
+               method: str) -> Setup:
+    """Collect the input box, shapes and IBP membrane bounds (``prop``) for ``bnet``."""
+    ops = bnet.ops
+    check_supported(ops, method)
+    lo, hi, static = enc.encode_interval(bnet.encoding, x, threat, noise)
+    sample = tuple(x.shape[2:] if bnet.encoding == "event" else x.shape[1:])
+    leaky = [i for i, op in enumerate(ops) if op.stateful]
+    mem_l, mem_u = {}, {}
+    for i, rec in zip(leaky, prop.layers, strict=True):
+        mem_l[i], mem_u[i] = list(rec.mem_l.unbind(0)), list(rec.mem_u.unbind(0))
+    slack = 0.0 if threat.is_point() else bnet.slack
+    out_pad = None
+    if slack and not _ends_in_leaky(ops):
+        out_pad = slack * (1 + torch.maximum(prop.out_l.abs(), prop.out_u.abs()))
+    return Setup(
+        ops=ops, in_shapes=_in_shapes(ops, sample, x), static=static, first_leaky=leaky[0],
+        lo=lo, hi=hi, x0=x if isinstance(threat, FlipBudget) else None, threat=threat,
+        mem_l=mem_l, mem_u=mem_u, out_pad=out_pad, slack=slack, num_steps=bnet.steps_for(x),
+    )
+
+
+def _ends_in_leaky(ops: list[BoundOp]) -> bool:
+    for op in reversed(ops):
+        if not isinstance(op, IdentityOp):
+            return isinstance(op, LeakyOp)
+    return False
+
+
+def _dot(lam: Tensor, v: Tensor) -> Tensor:
+    """Sum over the trailing (neuron) axes of ``lam * v``: ``[B, M, ...] -> [B, M]``."""
+    return (lam * v).flatten(2).sum(-1)
+
+
+# --------------------------------------------------------------------- leaky
+def leaky_backward(
+    setup: Setup, index: int, lam_s: Tensor | None, lam_u: Tensor | None, steps: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Back through the Leaky op ``setup.ops[index]`` over steps ``0 .. steps-1``.
+
+    Args:
+        lam_s: coefficients on its spikes, ``[steps, B, M, ...]`` or None.
+        lam_u: coefficients on its membranes, ``[steps, B, M, ...]`` or None.
+
+    Returns:
+        ``(lam_i, const, mag)``: coefficients on the input currents
+        ``[steps, B, M, ...]``, the constant ``[B, M]`` and the magnitude
+        ``[B, M]`` of the constant terms (for the rounding pad).
+    """
+    op = setup.ops[index]
+    beta, thr = op.beta(), op.threshold()
+    spike, reset = spike_fn(thr), reset_fn(op.reset, beta, thr)
+    ml, mu = setup.mem_l[index], setup.mem_u[index]
+    alpha = setup.alpha.get(index, {})
+    ref = lam_s if lam_s is not None else lam_u
+    const = ref.new_zeros(ref.shape[1:3])
+    mag = torch.zeros_like(const)
+    carry = None
+    out = [None] * steps
+    for t in reversed(range(steps)):
+        lam = carry
+        if lam_u is not None:
+            lam = lam_u[t] if lam is None else lam + lam_u[t]
+        if lam_s is not None:
+            rel = Relaxation(spike, ml[t].unsqueeze(1), mu[t].unsqueeze(1))
+            s, c = select(_lines(rel, alpha, "spk", t), lam_s[t])
+            term = lam_s[t] * c
+            const, mag = const + _dot(term, 1), mag + _dot(term.abs(), 1)
+            lam = lam_s[t] * s if lam is None else lam + lam_s[t] * s
+        if lam is None:
+            lam = torch.zeros_like(ref[t])
+        if setup.slack:
+            pad = setup.slack * (1 + torch.maximum(ml[t].abs(), mu[t].abs()))
+            const = const - _dot(lam.abs(), pad.unsqueeze(1))
+        out[t] = lam
+        if t == 0:  # U_0 = 0: f(0) = p1(0) or p2(0), evaluated as the forward does
+            f0 = _reset_at_zero(op.reset, beta, thr, lam)
+            if f0 is not None:
+                term = lam * f0
+                const, mag = const + _dot(term, 1), mag + _dot(term.abs(), 1)
+        elif op.reset == "none":
+            carry = lam * beta
+        else:
+            rel = Relaxation(reset, ml[t - 1].unsqueeze(1), mu[t - 1].unsqueeze(1))
+            s, c = select(_lines(rel, alpha, "rst", t), lam)
+            term = lam * c
+            const, mag = const + _dot(term, 1), mag + _dot(term.abs(), 1)
+            carry = lam * s
+    return torch.stack(out), const, mag
+
+
+def _reset_at_zero(reset: str, beta: Tensor, thr: Tensor, like: Tensor) -> Tensor | None:
+    """``f(U_0)`` for ``U_0 = 0``: only subtract reset with θ < 0 gives a non-zero (-θ)."""
+    if reset != "subtract":
+        return None
+    return torch.where(thr < 0, -thr, torch.zeros_like(thr)) + torch.zeros_like(like[0, 0])
+
+
+def _lines(rel: Relaxation, alpha: dict[str, Tensor], kind: str, t: int):
+    """Default lines, or α-CROWN's slopes ``lo + σ (hi - lo)`` when σ are set."""
+    if f"{kind}_lo" not in alpha:
+        return rel.lines()
+    lo, hi = rel.slope_range(False)
+    s_lo = lo + alpha[f"{kind}_lo"][t] * (hi - lo)
+    lo, hi = rel.slope_range(True)
+    s_up = lo + alpha[f"{kind}_up"][t] * (hi - lo)
+    return rel.lines(s_lo, s_up)
+
+
+# ------------------------------------------------------------ linear ops
+def affine_backward(op: BoundOp, lam: Tensor, in_shape: tuple[int, ...], timed: bool):
+    """Back through a linear op. ``lam``: ``[T, B, M, ...]`` if ``timed`` else ``[B, M, ...]``.
+
+    Returns ``(lam_in, const [B, M], mag [B, M])``.
+    """
+    lead = lam.shape[: 3 if timed else 2]
+    bias = op.bias(len(lam.shape) - len(lead) + 1)
+    if bias is not None:
+        total = lam.sum(0) if timed else lam
+        const, mag = _dot(total, bias), _dot(lam.abs().sum(0) if timed else lam.abs(), bias.abs())
+    else:
+        const = mag = None
+    new = op.backward(lam.reshape((-1, *lam.shape[len(lead):])), in_shape)
+    return new.reshape((*lead, *in_shape)), const, mag
+
+
+# --------------------------------------------------------------- the pass
+def back_substitute(
+    setup: Setup, start: int, lam: Tensor | None, lam_mem: Tensor | None, steps: int
+) -> Tensor:
+    """Lower bound ``[B, M]`` of ``sum_t lam_t · out_t + lam_mem_t · U_t``.
+
+    ``out_t`` is the output of ``ops[start - 1]`` (``lam``: ``[steps, B, M, ...]``
+    or None); ``U_t`` the membrane of ``ops[start - 1]``, which must then be a
+    Leaky (``lam_mem`` likewise, or None). Only steps ``< steps`` are walked.
+    """
+    ref = lam if lam is not None else lam_mem
+    const = ref.new_zeros(ref.shape[1:3])
+    mag = torch.zeros_like(const)
+    timed = True
+    for i in reversed(range(start)):
+        op = setup.ops[i]
+        if op.stateful:
+            lam, c, m = leaky_backward(setup, i, lam, lam_mem if i == start - 1 else None, steps)
+            lam_mem = None
+            if i == setup.first_leaky and setup.static:
+                lam, timed = lam.sum(0), False
+        else:
+            if lam is None:  # nothing flows through (membrane readout tail)
+                continue
+            lam, c, m = affine_backward(op, lam, setup.in_shapes[i], timed)
+        if c is not None:
+            const, mag = const + c, mag + m
+    bound, m = concretize(setup, lam, timed, steps)
+    bound = const + bound
+    if setup.slack:
+        bound = bound - setup.slack * (mag + m)
+    return bound
+
+
+def concretize(setup: Setup, lam: Tensor, timed: bool, steps: int) -> tuple[Tensor, Tensor]:
+    """Minimum of ``lam · input`` over the threat, and the magnitude of its terms.
+
+    Box threats (L-inf for direct and rate encodings, a flip mask for events):
+    ``lam+ · lo + lam- · hi``. A flip budget (``FlipBudget(k, mask)``): the
+    minimum of a linear function ``a · s + c`` over binary frames ``s`` at most
+    ``k`` flips (inside ``mask``) away from the clean frames ``s0`` is EXACTLY
+    ``a · s0 + c + (sum of the k most negative flip gains, negatives only)``,
+    where flipping position i changes the value by ``a_i (1 - 2 s0_i)``: the
+    gains are independent, so the best k-subset takes the k smallest.
+
+    ``lam``: ``[steps, B, M, ...]`` (timed) or ``[B, M, ...]`` (static input).
+    Returns ``(value [B, M], mag [B, M])``.
+    """
+    lo, hi = setup.lo, setup.hi
+    if timed:
+        lo, hi = lo[:steps], hi[:steps]
+        lo, hi = lo.unsqueeze(2), hi.unsqueeze(2)  # [steps, B, 1, ...]
+    else:
+        lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)  # [B, 1, ...]
+    size = torch.maximum(lo.abs(), hi.abs())
+    if isinstance(setup.threat, FlipBudget):
+        s0 = setup.x0[:steps].unsqueeze(2)
+        base = (lam * s0).sum(0).flatten(2).sum(-1)
+        mag = (lam.abs() * s0).sum(0).flatten(2).sum(-1)
+        gain = lam * (1 - 2 * s0)
+        gain = torch.where(hi != lo, gain, torch.zeros_like(gain))  # outside the mask: no flip
+        gain = gain.movedim(0, 2).flatten(2)  # [B, M, steps * n]
+        k = min(setup.threat.k, gain.shape[-1])
+        best = torch.topk(gain, k, dim=-1, largest=False).values.clamp(max=0).sum(-1)
+        return base + best, mag + best.abs()
+    val = lam.clamp(min=0) * lo + lam.clamp(max=0) * hi
+    mag = lam.abs() * size
+    if timed:
+        val, mag = val.sum(0), mag.sum(0)
+    return val.flatten(2).sum(-1), mag.flatten(2).sum(-1)
+
+
+# --------------------------------------------------------------- outputs
+def full_spec(C: Tensor | None, batch: int, num_classes: int, like: Tensor) -> Tensor:
+    if C is not None:
+        return C
+    eye = torch.eye(num_classes, dtype=like.dtype, device=like.device)
+    return eye.unsqueeze(0).expand(batch, num_classes, num_classes)
+
+
+def output_lower(bnet, setup: Setup, C: Tensor) -> Tensor:
+    """Lower bound ``[B, M]`` of ``C @ scores`` (``C``: ``[B, M, K]``)."""
+    T = setup.num_steps
+    scale = 1.0 if bnet.readout == "count" else 1.0 / T
+    lam = (C * scale).unsqueeze(0).expand((T, *C.shape))
+    ops = setup.ops
+    if bnet.readout == "membrane":
+        last = max(i for i, op in enumerate(ops) if op.stateful)
+        return back_substitute(setup, last + 1, None, lam, T)
+    bound = back_substitute(setup, len(ops), lam, None, T)
+    if setup.out_pad is not None:
+        bound = bound - torch.einsum("tbmk,tbk->bm", lam.abs(), setup.out_pad)
+    return bound
+
+
+def spec_lower_upper(bnet, setup: Setup, C: Tensor) -> tuple[Tensor, Tensor]:
+    """``(lower, upper)`` of ``C @ scores`` from one pass over ``[C; -C]``."""
+    M = C.shape[1]
+    both = output_lower(bnet, setup, torch.cat([C, -C], dim=1))
+    return both[:, :M], -both[:, M:]
+
+
+def _prepare(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None):
+    prop = bnet.interval_propagation(x, threat, noise)
+    ibp_l, ibp_u = spec_interval(C, *readout_bounds(bnet.readout, prop))
+    return prop, ibp_l, ibp_u
+
+
+def best_of(lower: Tensor, upper: Tensor, ibp_l: Tensor, ibp_u: Tensor):
+    return torch.maximum(lower, ibp_l), torch.minimum(upper, ibp_u)
+
+
+def crown_ibp(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None):
+    """CROWN-IBP: IBP intermediate bounds, one backward pass; differentiable."""
+    prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
+    check_supported(bnet.ops, "crown-ibp")
+    if threat.is_point():  # the forward itself, exactly
+        return ibp_l, ibp_u
+    setup = make_setup(bnet, x, threat, noise, prop, "crown-ibp")
+    C = full_spec(C, bnet.batch_size(x), ibp_l.shape[1], ibp_l)
+    return best_of(*spec_lower_upper(bnet, setup, C), ibp_l, ibp_u)
+
+
+# ------------------------------------------------- intermediate refinement
+def refine_intermediate(setup: Setup) -> None:
+    """Tighten every unstable membrane bound ``U_t`` of every Leaky (in order)
+    by its own back-substitution, keeping the elementwise best with IBP."""
+    for j, op in enumerate(setup.ops):
+        if not op.stateful:
+            continue
+        thr = op.threshold()
+        for t in range(setup.num_steps):
+            lo, hi = setup.mem_l[j][t], setup.mem_u[j][t]
+            unstable = ((lo <= thr) & (hi > thr)).flatten(1)  # [B, n]
+            width = int(unstable.sum(1).max())
+            if width == 0:
+                continue
+            idx = torch.topk(unstable.to(lo.dtype), width, dim=1).indices  # [B, W]
+            n = unstable.shape[1]
+            per_row = (t + 1) * lo.shape[0] * n * 2
+            chunk = max(1, CHUNK_ELEMENTS // max(per_row, 1))
+            new_l, new_u = lo.flatten(1), hi.flatten(1)
+            for a in range(0, width, chunk):
+                sel = idx[:, a:a + chunk]
+                rows = torch.zeros((lo.shape[0], sel.shape[1], n), dtype=lo.dtype, device=lo.device)
+                rows.scatter_(2, sel.unsqueeze(2), 1.0)
+                rows = rows.reshape((lo.shape[0], sel.shape[1], *lo.shape[1:]))
+                rows = torch.cat([rows, -rows], dim=1)
+                lam = torch.zeros((t + 1, *rows.shape), dtype=lo.dtype, device=lo.device)
+                lam[t] = rows
+                res = back_substitute(setup, j + 1, None, lam, t + 1)
+                m = sel.shape[1]
+                cl, cu = res[:, :m], -res[:, m:]
+                new_l = new_l.scatter(1, sel, torch.maximum(new_l.gather(1, sel), cl))
+                new_u = new_u.scatter(1, sel, torch.minimum(new_u.gather(1, sel), cu))
+            setup.mem_l[j][t] = new_l.reshape(lo.shape)
+            setup.mem_u[j][t] = new_u.reshape(hi.shape)
+
+
+def crown_setup(bnet, x, threat, noise, prop, method: str) -> Setup:
+    setup = make_setup(bnet, x, threat, noise, prop, method)
+    refine_intermediate(setup)
+    return setup
+
+
+def crown(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None):
+    """Full CROWN: every unstable intermediate membrane refined, then the output."""
+    prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
+    check_supported(bnet.ops, "crown")
+    if threat.is_point():
+        return ibp_l, ibp_u
+    setup = crown_setup(bnet, x, threat, noise, prop, "crown")
+    C = full_spec(C, bnet.batch_size(x), ibp_l.shape[1], ibp_l)
+    return best_of(*spec_lower_upper(bnet, setup, C), ibp_l, ibp_u)
+
+
+register_method("crown-ibp", crown_ibp)
+register_method("crown", crown)

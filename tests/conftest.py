@@ -1,0 +1,9 @@
+"""Shared test set-up: ``tests/`` is on sys.path, so tests import ``netgen``."""
+
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
