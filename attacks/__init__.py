@@ -1,1 +1,74 @@
-"""Attack suite for snnTorch networks wrapped by ``snncertify.certify``."""
+"""Trustworthy attacks for snnTorch networks wrapped by ``snncertify.certify``.
+
+>>> from snncertify import certify
+>>> import attacks
+>>> bnet = certify(net, num_steps=10)                     # an snnTorch nn.Sequential
+>>> res = attacks.evaluate(bnet, (x, y), eps=[0.01, 0.03, 0.1],
+...                        attacks=["fgsm", "pgd", "apgd-ce", "apgd-dlr", "square"],
+...                        certify="ibp")
+>>> print(res.to_markdown()); res.to_csv("robust.csv"); res.plot("robust.png")
+
+``AttackableSNN(bnet, grad=...)`` is a plain classifier that any torchattacks
+attack accepts directly. The protocol (attacks, steps, step sizes, gradient
+modes, what "robust accuracy" means, sanity checks) is in README.md ("Attack evaluation protocol").
+"""
+
+from .checks import MaskingWarning, SanityWarning, SoundnessWarning, run_checks
+from .classifier import (
+    GRAD_MODES,
+    SURROGATES,
+    AttackableSNN,
+    ZeroGradientWarning,
+    make_surrogate,
+    strict_correct,
+)
+from .evaluate import DEFAULT_ATTACKS, Results, evaluate
+from .report import plot, read_csv, to_csv, to_markdown
+from .suite import (
+    APGD,
+    ATTACKS,
+    EOTPGD,
+    FGSM,
+    PGD,
+    Attack,
+    AutoAttack,
+    OutOfBallWarning,
+    Square,
+    Transfer,
+    make_attack,
+    project,
+    worst_case,
+)
+
+__all__ = [
+    "APGD",
+    "ATTACKS",
+    "DEFAULT_ATTACKS",
+    "EOTPGD",
+    "FGSM",
+    "GRAD_MODES",
+    "PGD",
+    "SURROGATES",
+    "Attack",
+    "AttackableSNN",
+    "AutoAttack",
+    "MaskingWarning",
+    "OutOfBallWarning",
+    "Results",
+    "SanityWarning",
+    "SoundnessWarning",
+    "Square",
+    "Transfer",
+    "ZeroGradientWarning",
+    "evaluate",
+    "make_attack",
+    "make_surrogate",
+    "plot",
+    "project",
+    "read_csv",
+    "run_checks",
+    "strict_correct",
+    "to_csv",
+    "to_markdown",
+    "worst_case",
+]

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 
 from . import alpha as _alpha  # noqa: F401  (registers "alpha-crown")
 from . import crown as _crown  # noqa: F401  (registers "crown-ibp", "crown")
+from . import exact as _exact  # noqa: F401  (registers "exact": small nets only)
 from .methods import available_methods, register_method
 from .threat import FlipBudget, FlipMask, LinfBall
 from .wrapper import BoundedSNN

@@ -1,14 +1,15 @@
 """α-CROWN: relaxation slopes optimised per neuron and per spec row.
 
-Intermediate membrane bounds come from full CROWN (``crown.crown_setup``) and
+Intermediate membrane bounds come from full CROWN (``crown.crown_bounds``) and
 stay fixed; the slopes used for the OUTPUT bound are then optimised by
 projected gradient ascent (Adam) on the sum of the lower bounds. Each Leaky
 has four σ tensors ``[T, B, 2M, ...]`` in [0, 1] (spike lower/upper line,
 reset lower/upper line), a slope being ``lo + σ (hi - lo)`` between the two
 hull-segment slopes of ``relax.Relaxation.slope_range``; they start at CROWN's
 own choice. Every slope gives a sound line (``relax.py``), so every iterate is
-a sound bound: the best seen per entry is returned, never worse than CROWN,
-and (as for every method) the elementwise best with IBP.
+a sound bound: the best seen per entry is returned, together with CROWN's
+own result (itself the best of CROWN, CROWN-IBP and IBP), so it never loses
+to any of them.
 
 The bound returned is not differentiable w.r.t. the network's parameters.
 """
@@ -18,15 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .crown import (
-    Setup,
-    _prepare,
-    best_of,
-    check_supported,
-    crown_setup,
-    full_spec,
-    output_lower,
-)
+from .crown import Setup, check_supported, crown_bounds, output_lower
 from .methods import register_method
 from .relax import Relaxation, reset_fn, spike_fn
 from .threat import Threat
@@ -77,13 +70,11 @@ def alpha_crown(
     lr = LEARNING_RATE if lr is None else lr
     check_supported(bnet.ops, "alpha-crown")
     with torch.no_grad():
-        prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
-        if threat.is_point():
-            return ibp_l, ibp_u
-        setup = crown_setup(bnet, x, threat, noise, prop, "alpha-crown")
-        C = full_spec(C, bnet.batch_size(x), ibp_l.shape[1], ibp_l)
+        setup, C, lower, upper = crown_bounds(bnet, x, threat, noise, C, "alpha-crown")
+        if setup is None:  # a point threat: the forward itself
+            return lower, upper
         C2 = torch.cat([C, -C], dim=1)
-        best = output_lower(bnet, setup, C2)
+        best = torch.cat([lower, -upper], dim=1)
     M = C.shape[1]
     if iterations > 0:
         sigmas = initial_sigmas(setup, C2.shape[1])
@@ -104,7 +95,7 @@ def alpha_crown(
         with torch.no_grad():
             best = torch.maximum(best, output_lower(bnet, setup, C2))
         setup.alpha = {}
-    return best_of(best[:, :M], -best[:, M:], ibp_l, ibp_u)
+    return best[:, :M], -best[:, M:]
 
 
 register_method("alpha-crown", alpha_crown)

@@ -39,7 +39,7 @@ from .methods import register_method, spec_interval
 from .ops import BoundOp, IdentityOp, LeakyOp
 from .propagate import Propagation
 from .readout import readout_bounds
-from .relax import Relaxation, reset_fn, select, spike_fn
+from .relax import Relaxation, reset_fn, spike_fn
 from .threat import FlipBudget, Threat
 
 #: spec rows x elements above which intermediate bounds are computed in chunks
@@ -134,9 +134,25 @@ def _ends_in_leaky(ops: list[BoundOp]) -> bool:
     return False
 
 
-def _dot(lam: Tensor, v: Tensor) -> Tensor:
-    """Sum over the trailing (neuron) axes of ``lam * v``: ``[B, M, ...] -> [B, M]``."""
+def _dot(lam: Tensor, v: Tensor | float) -> Tensor:
+    """Sum over the trailing (neuron) axes of ``lam * v``: ``[B, M, ...] -> [B, M]``.
+
+    ``v`` broadcastable to ``lam``; a ``[B, 1, ...]`` ``v`` uses a batched matmul.
+    """
+    if isinstance(v, Tensor) and v.ndim == lam.ndim and v.shape[1] == 1 and lam.shape[1] > 1 \
+            and v.shape[2:] == lam.shape[2:]:
+        return torch.bmm(lam.flatten(2), v.flatten(2).transpose(1, 2)).squeeze(2)
     return (lam * v).flatten(2).sum(-1)
+
+
+def _through_lines(lam: Tensor, lines) -> tuple[Tensor, Tensor, Tensor]:
+    """Lower bound of ``lam · f(m)`` by lines: ``(coefficients on m, const, mag)``,
+    the lower line where ``lam >= 0`` and the upper one elsewhere."""
+    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
+    new = pos * lines.s_lo + neg * lines.s_up
+    const = _dot(pos, lines.c_lo) + _dot(neg, lines.c_up)
+    mag = _dot(pos, lines.c_lo.abs()) - _dot(neg, lines.c_up.abs())
+    return new, const, mag
 
 
 # --------------------------------------------------------------------- leaky
@@ -170,15 +186,14 @@ def leaky_backward(
             lam = lam_u[t] if lam is None else lam + lam_u[t]
         if lam_s is not None:
             rel = Relaxation(spike, ml[t].unsqueeze(1), mu[t].unsqueeze(1))
-            s, c = select(_lines(rel, alpha, "spk", t), lam_s[t])
-            term = lam_s[t] * c
-            const, mag = const + _dot(term, 1), mag + _dot(term.abs(), 1)
-            lam = lam_s[t] * s if lam is None else lam + lam_s[t] * s
+            new, c, m = _through_lines(lam_s[t], _lines(rel, alpha, "spk", t))
+            const, mag = const + c, mag + m
+            lam = new if lam is None else lam + new
         if lam is None:
             lam = torch.zeros_like(ref[t])
         if setup.slack:
             pad = setup.slack * (1 + torch.maximum(ml[t].abs(), mu[t].abs()))
-            const = const - _dot(lam.abs(), pad.unsqueeze(1))
+            const = const - _dot(lam.abs(), pad.unsqueeze(1))  # rounding term e_t
         out[t] = lam
         if t == 0:  # U_0 = 0: f(0) = p1(0) or p2(0), evaluated as the forward does
             f0 = _reset_at_zero(op.reset, beta, thr, lam)
@@ -189,10 +204,8 @@ def leaky_backward(
             carry = lam * beta
         else:
             rel = Relaxation(reset, ml[t - 1].unsqueeze(1), mu[t - 1].unsqueeze(1))
-            s, c = select(_lines(rel, alpha, "rst", t), lam)
-            term = lam * c
-            const, mag = const + _dot(term, 1), mag + _dot(term.abs(), 1)
-            carry = lam * s
+            carry, c, m = _through_lines(lam, _lines(rel, alpha, "rst", t))
+            const, mag = const + c, mag + m
     return torch.stack(out), const, mag
 
 
@@ -396,15 +409,28 @@ def crown_setup(bnet, x, threat, noise, prop, method: str) -> Setup:
     return setup
 
 
-def crown(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None):
-    """Full CROWN: every unstable intermediate membrane refined, then the output."""
+def crown_bounds(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None,
+                 method: str = "crown"):
+    """Full CROWN. Returns ``(setup, C, lower, upper)``: the refined setup, the
+    spec used, and the elementwise best of CROWN, CROWN-IBP and IBP (``[B, M]``)."""
     prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
-    check_supported(bnet.ops, "crown")
+    check_supported(bnet.ops, method)
     if threat.is_point():
-        return ibp_l, ibp_u
-    setup = crown_setup(bnet, x, threat, noise, prop, "crown")
+        return None, C, ibp_l, ibp_u
+    setup = make_setup(bnet, x, threat, noise, prop, method)
     C = full_spec(C, bnet.batch_size(x), ibp_l.shape[1], ibp_l)
-    return best_of(*spec_lower_upper(bnet, setup, C), ibp_l, ibp_u)
+    lower, upper = best_of(*spec_lower_upper(bnet, setup, C), ibp_l, ibp_u)  # crown-ibp
+    refine_intermediate(setup)
+    lower, upper = best_of(*spec_lower_upper(bnet, setup, C), lower, upper)
+    return setup, C, lower, upper
+
+
+def crown(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None):
+    """Full CROWN: every unstable intermediate membrane refined, then the output.
+
+    Returns the elementwise best of this, CROWN-IBP and IBP.
+    """
+    return crown_bounds(bnet, x, threat, noise, C)[2:]
 
 
 register_method("crown-ibp", crown_ibp)

@@ -19,21 +19,44 @@ from torch import Tensor
 
 from .ops import BoundOp, IdentityOp, LeakyOp
 
+Seq = Tensor | list[Tensor]  # [B, ...] when static, else T tensors [B, ...]
 
-@dataclass
+
 class LayerRecord:
-    """Per-Leaky values (or bounds) over time, each ``[T, B, ...]``.
+    """Per-Leaky values (or bounds) over time: ``cur_*``, ``mem_*``, ``spk_*``, each ``[T, B, ...]``.
 
-    For a forward trace, ``*_l`` and ``*_u`` are the same tensor.
+    For a forward trace, ``*_l`` and ``*_u`` are the same tensor. Sequences
+    given as lists of per-step tensors are stacked on first access only, so
+    a plain forward or bound computation does not pay for copies nobody reads.
     """
 
-    path: str
-    cur_l: Tensor
-    cur_u: Tensor
-    mem_l: Tensor
-    mem_u: Tensor
-    spk_l: Tensor
-    spk_u: Tensor
+    _FIELDS = ("cur_l", "cur_u", "mem_l", "mem_u", "spk_l", "spk_u")
+
+    def __init__(self, path: str, cur_l: Seq, cur_u: Seq, mem_l: Seq, mem_u: Seq,
+                 spk_l: Seq, spk_u: Seq) -> None:
+        self.path = path
+        self._raw = dict(zip(self._FIELDS, (cur_l, cur_u, mem_l, mem_u, spk_l, spk_u), strict=True))
+
+    def _get(self, name: str) -> Tensor:
+        value = self._raw[name]
+        if isinstance(value, list):
+            twin = {"_l": "_u", "_u": "_l"}[name[-2:]]
+            twin_name = name[:-2] + twin
+            stacked = torch.stack(value)
+            if self._raw[twin_name] is value:
+                self._raw[twin_name] = stacked
+            self._raw[name] = value = stacked
+        return value
+
+    cur_l = property(lambda self: self._get("cur_l"))
+    cur_u = property(lambda self: self._get("cur_u"))
+    mem_l = property(lambda self: self._get("mem_l"))
+    mem_u = property(lambda self: self._get("mem_u"))
+    spk_l = property(lambda self: self._get("spk_l"))
+    spk_u = property(lambda self: self._get("spk_u"))
+
+    def __repr__(self) -> str:
+        return f"LayerRecord(path={self.path!r})"
 
 
 @dataclass
@@ -43,9 +66,6 @@ class Propagation:
     out_l: Tensor
     out_u: Tensor
     layers: list[LayerRecord] = field(default_factory=list)
-
-
-Seq = Tensor | list[Tensor]  # [B, ...] when static, else T tensors [B, ...]
 
 
 def _apply(op: BoundOp, fn, *xs: Seq, static: bool) -> tuple[Seq, ...]:
@@ -69,19 +89,23 @@ def _steps(z: Seq, static: bool, num_steps: int) -> list[Tensor]:
     return [z] * num_steps if static else list(z)
 
 
+def _stacked(z: Seq, static: bool, num_steps: int) -> Tensor:
+    """``[T, B, ...]`` (a zero-copy view when static)."""
+    return z.unsqueeze(0).expand((num_steps, *z.shape)) if static else torch.stack(list(z))
+
+
 def forward(ops: list[BoundOp], z: Seq, static: bool, num_steps: int) -> Propagation:
     """Exact forward. ``z``: ``[B, ...]`` if static, else ``[T, B, ...]`` or T tensors."""
     layers = []
     for op in ops:
         if op.stateful:
-            cur = _steps(z, static, num_steps)
-            z, mem = op.forward_seq(cur)
-            cur, spk = torch.stack(cur), torch.stack(z)
-            layers.append(LayerRecord(op.path, cur, cur, mem, mem, spk, spk))
+            cur = _stacked(z, static, num_steps) if static else z
+            z, mem = op.forward_seq(_steps(z, static, num_steps))
+            layers.append(LayerRecord(op.path, cur, cur, mem, mem, z, z))
             static = False
         else:
             (z,) = _apply(op, op.forward, z, static=static)
-    out = torch.stack(_steps(z, static, num_steps))
+    out = _stacked(z, static, num_steps)
     return Propagation(out, out, layers)
 
 
@@ -92,15 +116,15 @@ def interval(
     layers = []
     for op in ops:
         if op.stateful:
+            rec_l = _stacked(lo, static, num_steps) if static else lo
+            rec_u = _stacked(hi, static, num_steps) if static else hi
             cl, cu = _steps(lo, static, num_steps), _steps(hi, static, num_steps)
             lo, hi, ml, mu = op.interval_seq(cl, cu, slack)
-            layers.append(LayerRecord(
-                op.path, torch.stack(cl), torch.stack(cu), ml, mu, torch.stack(lo), torch.stack(hi)
-            ))
+            layers.append(LayerRecord(op.path, rec_l, rec_u, ml, mu, lo, hi))
             static = False
         else:
             lo, hi = _apply(op, op.interval, lo, hi, static=static)
-    lo, hi = torch.stack(_steps(lo, static, num_steps)), torch.stack(_steps(hi, static, num_steps))
+    lo, hi = _stacked(lo, static, num_steps), _stacked(hi, static, num_steps)
     if slack and not _ends_in_leaky(ops):
         pad = slack * (1 + torch.maximum(lo.abs(), hi.abs()))
         lo, hi = lo - pad, hi + pad

@@ -1,0 +1,178 @@
+"""Sanity checks that flag gradient masking (or bugs) in an evaluation's rows.
+
+Each check takes the long-format rows of :func:`attacks.evaluate` (dicts with
+``eps``, ``attack``, ``kind``, ``accuracy``, ``gradient_based``, ``transfer``)
+and returns a list of human-readable findings (empty: nothing suspicious).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from torch import Tensor
+
+__all__ = [
+    "MaskingWarning",
+    "SanityWarning",
+    "SoundnessWarning",
+    "check_broken_at",
+    "check_certified_not_broken",
+    "check_large_eps",
+    "check_monotone",
+    "check_square_vs_gradient",
+    "check_transfer_vs_whitebox",
+    "check_zero_gradients",
+    "run_checks",
+]
+
+
+class SanityWarning(UserWarning):
+    """Base class of the evaluation's sanity findings."""
+
+
+class MaskingWarning(SanityWarning):
+    """A symptom of gradient masking / a too weak evaluation."""
+
+
+class SoundnessWarning(SanityWarning):
+    """An attack broke a certified sample: the certificate or the model is wrong."""
+
+
+def _by_eps(rows: Sequence[dict], kind: str) -> dict[float, dict[str, dict]]:
+    out: dict[float, dict[str, dict]] = defaultdict(dict)
+    for r in rows:
+        if r["kind"] == kind:
+            out[float(r["eps"])][r["attack"]] = r
+    return dict(sorted(out.items()))
+
+
+def check_monotone(rows: Sequence[dict], tol: float = 0.0) -> list[str]:
+    """Robust accuracy must not increase with eps (the balls are nested)."""
+    seq = [(e, next(iter(d.values()))["accuracy"]) for e, d in _by_eps(rows, "robust").items()]
+    return [
+        f"robust accuracy INCREASES from {a0:.4f} at eps={e0:g} to {a1:.4f} at eps={e1:g}: "
+        "the attacks fail to find points that exist (the smaller ball's attacks lie in "
+        "the larger ball) - a sign of masked gradients or too few steps/restarts"
+        for (e0, a0), (e1, a1) in zip(seq, seq[1:], strict=False)
+        if a1 > a0 + tol
+    ]
+
+
+def check_large_eps(rows: Sequence[dict], max_class_share: float, tol: float = 0.05) -> list[str]:
+    """At eps >= 0.5 every input can reach the constant 0.5 image, so at most the
+    largest class share can be robust; more means the attacks are failing."""
+    out = []
+    for e, d in _by_eps(rows, "robust").items():
+        acc = next(iter(d.values()))["accuracy"]
+        if e >= 0.5 and acc > max_class_share + tol:
+            out.append(
+                f"robust accuracy {acc:.4f} at eps={e:g} exceeds the largest class share "
+                f"{max_class_share:.4f}: at eps >= 0.5 all inputs can reach one common "
+                "point, so the attacks are masked or too weak"
+            )
+    return out
+
+
+def check_broken_at(rows: Sequence[dict], eps: float, near_zero: float = 0.05) -> list[str]:
+    """For a CLEAN-trained model: robust accuracy at eps >= ``eps`` should be ~0."""
+    out = []
+    for e, d in _by_eps(rows, "robust").items():
+        acc = next(iter(d.values()))["accuracy"]
+        if e >= eps and acc > near_zero:
+            out.append(
+                f"robust accuracy {acc:.4f} at eps={e:g} of a model declared clean-trained "
+                f"(expected <= {near_zero:g} at eps >= {eps:g}): masked or weak attacks"
+            )
+    return out
+
+
+def _whitebox(d: dict[str, dict]) -> dict[str, float]:
+    return {
+        k: r["accuracy"] for k, r in d.items() if r["gradient_based"] and not r["transfer"]
+    }
+
+
+def check_square_vs_gradient(rows: Sequence[dict], margin: float = 0.10) -> list[str]:
+    """A gradient-free attack beating EVERY gradient attack by more than ``margin``."""
+    out = []
+    for e, d in _by_eps(rows, "attack").items():
+        grads = _whitebox(d)
+        if not grads:
+            continue
+        best = min(grads.values())
+        for k, r in d.items():
+            if not r["gradient_based"] and not r["transfer"] and r["accuracy"] < best - margin:
+                out.append(
+                    f"eps={e:g}: gradient-free {k} reaches {r['accuracy']:.4f}, every gradient "
+                    f"attack >= {best:.4f} (margin {margin:g}): gradient masking suspected; try "
+                    "other gradient modes (surrogates, rate) before trusting these numbers"
+                )
+    return out
+
+
+def check_transfer_vs_whitebox(rows: Sequence[dict], margin: float = 0.10) -> list[str]:
+    """A transfer (black-box) attack beating every white-box gradient attack."""
+    out = []
+    for e, d in _by_eps(rows, "attack").items():
+        grads = _whitebox(d)
+        if not grads:
+            continue
+        best = min(grads.values())
+        for k, r in d.items():
+            if r["transfer"] and r["accuracy"] < best - margin:
+                out.append(
+                    f"eps={e:g}: transfer attack {k} reaches {r['accuracy']:.4f}, every "
+                    f"white-box gradient attack >= {best:.4f}: gradient masking suspected"
+                )
+    return out
+
+
+def check_zero_gradients(stats: dict[str, int], max_fraction: float = 0.5) -> list[str]:
+    """Too many samples with an exactly zero input gradient (classifier.grad_stats)."""
+    if not stats.get("samples"):
+        return []
+    frac = stats["zero_samples"] / stats["samples"]
+    if frac > max_fraction:
+        return [
+            f"{frac:.1%} of the per-sample input gradients were exactly zero: gradient "
+            "attacks barely moved; their accuracies are upper bounds at best"
+        ]
+    return []
+
+
+def check_certified_not_broken(
+    certified: dict[float, dict[str, Tensor]], robust: dict[float, Tensor]
+) -> list[str]:
+    """No sample may be certified at eps and broken by an attack at the same eps."""
+    out = []
+    for e, by_method in certified.items():
+        for m, cert in by_method.items():
+            bad = cert & ~robust[e]
+            if bool(bad.any()):
+                idx = bad.nonzero().squeeze(1)[:10].tolist()
+                out.append(
+                    f"eps={e:g}: {int(bad.sum())} sample(s) certified by {m} but broken by an "
+                    f"attack (indices {idx}...): the certificate or the model's determinism "
+                    "(rate draw) is wrong"
+                )
+    return out
+
+
+def run_checks(
+    rows: Sequence[dict],
+    max_class_share: float | None = None,
+    expect_broken_at: float | None = None,
+    near_zero: float = 0.05,
+    margin: float = 0.10,
+) -> list[tuple[type[SanityWarning], str]]:
+    """All row-based checks; returns ``(warning class, message)`` pairs."""
+    found: list[tuple[type[SanityWarning], str]] = []
+    found += [(MaskingWarning, m) for m in check_monotone(rows)]
+    if max_class_share is not None:
+        found += [(MaskingWarning, m) for m in check_large_eps(rows, max_class_share)]
+    if expect_broken_at is not None:
+        found += [(MaskingWarning, m) for m in check_broken_at(rows, expect_broken_at, near_zero)]
+    found += [(MaskingWarning, m) for m in check_square_vs_gradient(rows, margin)]
+    found += [(MaskingWarning, m) for m in check_transfer_vs_whitebox(rows, margin)]
+    return found

@@ -1,0 +1,431 @@
+"""``AttackableSNN``: a BoundedSNN as a plain differentiable classifier for attacks.
+
+Every forward starts from a fresh network state (``BoundedSNN`` runs the whole
+time loop per call), validates that the input lies in [0, 1], and returns
+``logit_scale * scores`` ``[B, K]``. How the gradient w.r.t. the input is
+formed is chosen explicitly (``grad=``); the forward VALUES never change, so a
+prediction is the same in every gradient mode.
+
+Gradient modes
+--------------
+``"bptt"``
+    Backpropagation through time with each ``snn.Leaky``'s own surrogate
+    (``module.spike_grad``, e.g. snnTorch's default ``atan``).
+``"surrogate:<name>"`` (optionally ``"surrogate:<name>(k=v, ...)"``)
+    BPTT with another surrogate for EVERY Leaky, set through
+    ``LeakyOp.spike_override`` for the duration of a forward only. Names:
+    ``atan`` (alpha=2), ``fast_sigmoid`` (slope=25), ``sigmoid`` (slope=25),
+    ``triangular`` (width=1), ``straight_through``. ``triangular`` is ours:
+    dS/dU = max(0, 1 - |U - θ|/width) / width (snnTorch 1.0's
+    ``surrogate.triangular`` backward is +θ below and -θ above threshold, not a
+    triangle). A callable ``u -> spikes`` (strict Heaviside forward) is accepted.
+``"rate"``
+    Backward through the firing rate (BPTR / RGA-style). Values are the exact
+    forward; for every Leaky with input currents ``I`` ``[T, B, ...]`` and
+    spikes ``S`` ``[T, B, ...]`` the spikes' gradient is replaced by that of a
+    rate law applied to the time-averaged current ``Ī = mean_t I_t``::
+
+        ρ(Ī) = clamp((Ī - lo) / (θ - lo), 0, 1),   lo = θ / Σ_{k<T} β^k
+        ∂L/∂I_t = (1/T) · ρ'(Ī) · Σ_τ ∂L/∂S_τ
+
+    ``lo`` is the smallest constant current that makes the neuron fire within
+    T steps, ``θ`` the current at which it fires at every step (exact for
+    reset "zero" and for β = 1; an approximation otherwise); in between the
+    rate is taken as linear (for β = 1 this is the IF law ``clamp(Ī/θ, 0, 1)``
+    with the finite-T onset). Each layer's spikes thus act as the constant
+    sequence ``ρ(Ī)`` in the backward pass. Membrane potentials keep their
+    exact gradient (their reset term is detached in the forward, as in
+    snnTorch), so a ``membrane`` readout differentiates through them.
+
+Rate encoding
+-------------
+``encoder_grad="ste"`` (default): the gradient of the Bernoulli encoder
+``1[x > r]`` w.r.t. ``x`` is taken as 1 (straight-through, built into
+snncertify). ``"exact"`` gives the true gradient, zero, as ``spikegen.rate``
+does: this masks every gradient attack and exists to demonstrate the
+:class:`ZeroGradientWarning`.
+
+Noise policy (rate encoding): ``noise="fixed"`` uses ONE seeded draw
+``r0`` ``[T, *sample_shape]`` shared by every sample, so a sample sees the
+same draw whatever batch (or subset of a batch, as APGD makes) it is in; pass
+``clf.eval_noise(x)`` to ``bnet.certify`` to certify for the very draw that is
+attacked. ``noise="fresh"`` draws new noise ``[T, B, ...]`` at every forward
+from a seeded generator (EOT). A tensor ``[T, *sample_shape]`` sets the fixed
+pattern explicitly. Predictions for accuracy always use the fixed draw
+(:meth:`AttackableSNN.predict`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import warnings
+from collections.abc import Callable, Iterator
+
+import torch
+from snntorch import surrogate as sg
+from torch import Tensor, nn
+
+from snncertify import BoundedSNN
+from snncertify.ops import LeakyOp
+
+__all__ = [
+    "GRAD_MODES",
+    "SURROGATES",
+    "AttackableSNN",
+    "ZeroGradientWarning",
+    "make_surrogate",
+    "strict_correct",
+]
+
+GRAD_MODES = ("bptt", "surrogate:<name>", "rate")
+NOISE_MODES = ("fixed", "fresh")
+
+
+class ZeroGradientWarning(UserWarning):
+    """The gradient of the loss w.r.t. the whole input batch is exactly zero."""
+
+
+# ------------------------------------------------------------------ surrogates
+class _Triangular(torch.autograd.Function):
+    """Strict Heaviside forward; triangle of the given width (area 1) backward."""
+
+    @staticmethod
+    def forward(ctx, u: Tensor, width: float) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(u)
+        ctx.width = width
+        return (u > 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        (u,) = ctx.saved_tensors
+        w = ctx.width
+        return grad * (1 - u.abs() / w).clamp_min(0) / w, None
+
+
+def _triangular(width: float = 1.0) -> Callable[[Tensor], Tensor]:
+    if not width > 0:
+        raise ValueError(f"triangular width must be > 0, got {width}")
+    return lambda u: _Triangular.apply(u, float(width))
+
+
+#: name -> factory of a spike function ``u -> H(u)`` with a surrogate backward.
+SURROGATES: dict[str, Callable[..., Callable[[Tensor], Tensor]]] = {
+    "atan": sg.atan,
+    "fast_sigmoid": sg.fast_sigmoid,
+    "sigmoid": sg.sigmoid,
+    "triangular": _triangular,
+    "straight_through": sg.straight_through_estimator,
+}
+
+_SPEC = re.compile(r"^\s*([A-Za-z_]+)\s*(?:\((.*)\))?\s*$")
+
+
+def make_surrogate(spec: str) -> Callable[[Tensor], Tensor]:
+    """``"fast_sigmoid"`` or ``"fast_sigmoid(slope=10)"`` -> spike function."""
+    m = _SPEC.match(spec)
+    if not m or m.group(1) not in SURROGATES:
+        raise ValueError(f"unknown surrogate {spec!r}; known: {sorted(SURROGATES)}")
+    kwargs = {}
+    if m.group(2):
+        for item in m.group(2).split(","):
+            if not item.strip():
+                continue
+            key, _, val = item.partition("=")
+            try:
+                kwargs[key.strip()] = float(val)
+            except ValueError:
+                raise ValueError(f"bad surrogate argument {item!r} in {spec!r}") from None
+    return SURROGATES[m.group(1)](**kwargs)
+
+
+# ------------------------------------------------------------------ rate mode
+def _rate_law_seq(op: LeakyOp, cur):
+    """Exact ``forward_seq`` values; spikes carry the rate-law gradient (module doc).
+
+    ``cur`` and the returned spikes keep the form ``LeakyOp.forward_seq`` uses
+    (a ``[T, B, ...]`` tensor or a list of T tensors ``[B, ...]``).
+    """
+    spk, mem = type(op).forward_seq(op, cur)
+    cur_t = torch.stack(list(cur)) if isinstance(cur, (list, tuple)) else cur
+    beta = op.beta()
+    thr = torch.as_tensor(op.threshold(), dtype=cur_t.dtype, device=cur_t.device)
+    geo = sum(beta**k for k in range(cur_t.shape[0]))  # Σ_{k<T} β^k, >= 1
+    lo = thr / geo
+    width = (thr - lo).clamp_min(1e-3)
+    rate = ((cur_t.mean(0) - lo) / width).clamp(0, 1)
+    bump = rate - rate.detach()  # exactly 0, carries d rate / d currents
+    if isinstance(spk, (list, tuple)):
+        return type(spk)(s.detach() + bump for s in spk), mem
+    return spk.detach() + bump.unsqueeze(0), mem
+
+
+class _ZeroGrad(torch.autograd.Function):
+    """Identity with zero gradient: the exact derivative of a Bernoulli encoder."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        return torch.zeros_like(grad)
+
+
+def strict_correct(scores: Tensor, y: Tensor) -> Tensor:
+    """Bool ``[B]``: the true class STRICTLY beats every other score (a tie is wrong).
+
+    This is the criterion of ``BoundedSNN.certify``; ``argmax`` would count a tie
+    won by the lowest index as correct, which inflates spike-count accuracy.
+    """
+    true = scores.gather(1, y.view(-1, 1)).squeeze(1)
+    others = scores.scatter(1, y.view(-1, 1), float("-inf"))
+    return true > others.amax(1)
+
+
+# ------------------------------------------------------------------ classifier
+class AttackableSNN(nn.Module):
+    """A :class:`BoundedSNN` as a classifier for torchattacks and :mod:`attacks.suite`.
+
+    Args:
+        bnet: the wrapped network (``snncertify.certify(...)``); not modified
+            except transiently during a forward (see ``grad``).
+        grad: gradient mode, ``"bptt"``, ``"surrogate:<name>"`` or ``"rate"``
+            (module docstring); a callable spike function is taken as a surrogate.
+        noise: ``"fixed"`` | ``"fresh"`` | a tensor ``[T, *sample_shape]``
+            (rate encoding only; module docstring).
+        encoder_grad: ``"ste"`` | ``"exact"`` (rate encoding only).
+        logit_scale: logits are ``logit_scale * scores`` (scores are spike
+            rates in [0, 1] for the rate readout, counts for ``count``).
+        seed: seed of the fixed draw and of the fresh-noise generator
+            (default: ``bnet.seed``).
+        warn_zero_grad: emit :class:`ZeroGradientWarning` when a backward pass
+            gives an all-zero input gradient for the whole batch.
+
+    Input ``x``: ``[B, ...]`` floats in [0, 1]; output ``[B, K]``.
+
+    Raises:
+        NotImplementedError: for the event encoding (L-inf attacks on binary
+            frames are not meaningful; flip attacks are not implemented).
+    """
+
+    def __init__(
+        self,
+        bnet: BoundedSNN,
+        grad: str | Callable[[Tensor], Tensor] = "bptt",
+        noise: str | Tensor = "fixed",
+        encoder_grad: str = "ste",
+        logit_scale: float = 1.0,
+        seed: int | None = None,
+        warn_zero_grad: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(bnet, BoundedSNN):
+            raise TypeError(f"bnet must be a snncertify.BoundedSNN, got {type(bnet).__name__}")
+        if bnet.encoding == "event":
+            raise NotImplementedError(
+                "gradient attacks on the event encoding are not implemented: an L-inf ball "
+                "on binary frames is not a meaningful threat (use flip budgets with "
+                "bnet.certify(x, y, FlipBudget(k)) for certificates)"
+            )
+        if encoder_grad not in ("ste", "exact"):
+            raise ValueError(f"encoder_grad must be 'ste' or 'exact', got {encoder_grad!r}")
+        if not (isinstance(logit_scale, (int, float)) and math.isfinite(logit_scale)
+                and logit_scale > 0):
+            raise ValueError(f"logit_scale must be a finite number > 0, got {logit_scale!r}")
+        self.bnet = bnet
+        self.seed = bnet.seed if seed is None else int(seed)
+        self.encoder_grad = encoder_grad
+        self.logit_scale = float(logit_scale)
+        self.warn_zero_grad = warn_zero_grad
+        self._fixed: Tensor | None = None
+        self._fixed_by_user = False
+        self._gen: torch.Generator | None = None
+        self.grad = grad  # validated by the setter
+        self.noise = noise
+        #: counters of input-gradient checks: backward passes seen, all-zero ones,
+        #: and samples whose own input gradient was all zero.
+        self.grad_stats = {"calls": 0, "zero_calls": 0, "samples": 0, "zero_samples": 0}
+
+    # ------------------------------------------------------------ configuration
+    @property
+    def grad(self) -> str | Callable[[Tensor], Tensor]:
+        return self._grad
+
+    @grad.setter
+    def grad(self, mode: str | Callable[[Tensor], Tensor]) -> None:
+        if callable(mode):
+            self._spike_fn = mode
+        elif mode == "bptt" or mode == "rate":
+            self._spike_fn = None
+        elif isinstance(mode, str) and mode.startswith("surrogate:"):
+            self._spike_fn = make_surrogate(mode.split(":", 1)[1])
+        else:
+            raise ValueError(
+                f"grad must be 'bptt', 'rate', 'surrogate:<name>' ({sorted(SURROGATES)}) "
+                f"or a spike function, got {mode!r}"
+            )
+        self._grad = mode
+
+    @property
+    def grad_name(self) -> str:
+        g = self._grad
+        return g if isinstance(g, str) else getattr(g, "__name__", "custom")
+
+    @property
+    def noise(self) -> str | Tensor:
+        return self._noise
+
+    @noise.setter
+    def noise(self, mode: str | Tensor) -> None:
+        if isinstance(mode, Tensor):
+            if self.bnet.encoding != "rate":
+                raise ValueError("a noise tensor only applies to the rate encoding")
+            if mode.ndim < 2 or mode.shape[0] != self.bnet.num_steps:
+                raise ValueError(
+                    f"noise pattern must be [T={self.bnet.num_steps}, *sample_shape], "
+                    f"got {list(mode.shape)}"
+                )
+            self._fixed = mode.detach()
+            self._fixed_by_user = True
+            mode = "fixed"
+        elif mode not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {NOISE_MODES} or a tensor, got {mode!r}")
+        self._noise = mode
+
+    @property
+    def stochastic(self) -> bool:
+        """True when two forwards of the same input may differ (fresh rate draws)."""
+        return self.bnet.encoding == "rate" and self._noise == "fresh"
+
+    @contextlib.contextmanager
+    def using(
+        self, grad: str | Callable | None = None, noise: str | None = None
+    ) -> Iterator[AttackableSNN]:
+        """Temporarily switch gradient mode and/or noise policy (None keeps it)."""
+        old_grad, old_noise = self._grad, self._noise
+        try:
+            if grad is not None:
+                self.grad = grad
+            if noise is not None and self.bnet.encoding == "rate":
+                self.noise = noise
+            yield self
+        finally:
+            self.grad, self._noise = old_grad, old_noise
+
+    def reseed(self, seed: int) -> None:
+        """Restart the fresh-noise generator from ``seed`` (the fixed draw is kept)."""
+        self._gen = None
+        self._gen_seed = int(seed)
+
+    # ------------------------------------------------------------------ noise
+    def eval_noise(self, x: Tensor) -> Tensor | None:
+        """The fixed draw expanded to ``[T, B, ...]`` for ``x`` ``[B, ...]`` (None unless rate)."""
+        if self.bnet.encoding != "rate":
+            return None
+        sample = tuple(x.shape[1:])
+        f = self._fixed
+        if f is None or tuple(f.shape[1:]) != sample:
+            if f is not None and self._fixed_by_user:
+                raise ValueError(
+                    f"the noise pattern has sample shape {list(f.shape[1:])}, the input "
+                    f"{list(sample)}"
+                )
+            gen = torch.Generator(device="cpu").manual_seed(self.seed)
+            f = self._fixed = torch.rand((self.bnet.num_steps, *sample), generator=gen)
+        if f.device != x.device or f.dtype != x.dtype:
+            f = self._fixed = f.to(device=x.device, dtype=x.dtype)
+        return f.unsqueeze(1).expand(f.shape[0], x.shape[0], *sample)
+
+    def _fresh_noise(self, x: Tensor) -> Tensor:
+        if self._gen is None:
+            self._gen = torch.Generator(device="cpu").manual_seed(
+                getattr(self, "_gen_seed", self.seed + 1)
+            )
+        r = torch.rand((self.bnet.num_steps, *x.shape), generator=self._gen)
+        return r.to(device=x.device, dtype=x.dtype)
+
+    # ---------------------------------------------------------------- forward
+    @staticmethod
+    def validate(x: Tensor) -> None:
+        """ValueError unless ``x`` is a float tensor ``[B, ...]`` with values in [0, 1]."""
+        if not isinstance(x, Tensor) or not x.is_floating_point():
+            raise ValueError(f"input must be a float tensor, got {getattr(x, 'dtype', type(x))}")
+        if x.ndim < 2:
+            raise ValueError(f"input must be [B, ...], got shape {list(x.shape)}")
+        if x.numel():
+            lo, hi = torch.aminmax(x.detach())
+            lo, hi = float(lo), float(hi)
+            if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
+                raise ValueError(
+                    f"attack input must lie in [0, 1], got values in [{lo:.6g}, {hi:.6g}] "
+                    "(an attack left the box, or the data is not scaled to [0, 1])"
+                )
+
+    def _check_grad(self, g: Tensor) -> None:
+        per_sample = g.detach().reshape(g.shape[0], -1).abs().amax(1) == 0
+        zero = int(per_sample.sum())
+        st = self.grad_stats
+        st["calls"] += 1
+        st["samples"] += g.shape[0]
+        st["zero_samples"] += zero
+        if zero == g.shape[0]:
+            st["zero_calls"] += 1
+            if self.warn_zero_grad:
+                warnings.warn(
+                    f"the input gradient is exactly zero for the whole batch (grad="
+                    f"{self.grad_name!r}, encoding={self.bnet.encoding!r}, encoder_grad="
+                    f"{self.encoder_grad!r}): gradient attacks cannot move; robust accuracy "
+                    "from them would be MASKED. Use another gradient mode / surrogate, the "
+                    "straight-through rate encoder, or a gradient-free attack (Square).",
+                    ZeroGradientWarning,
+                    stacklevel=2,
+                )
+
+    def _noise_for(self, x: Tensor) -> Tensor | None:
+        if self.bnet.encoding != "rate":
+            return None
+        return self._fresh_noise(x) if self._noise == "fresh" else self.eval_noise(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, K]`` = ``logit_scale * bnet(x, noise)`` from a fresh state."""
+        self.validate(x)
+        noise = self._noise_for(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            x = x.view_as(x)
+            x.register_hook(self._check_grad)
+            if self.encoder_grad == "exact" and self.bnet.encoding == "rate":
+                x = _ZeroGrad.apply(x)
+        leaky = [op for op in self.bnet.ops if isinstance(op, LeakyOp)]
+        saved = [op.spike_override for op in leaky]
+        try:
+            for op in leaky:
+                op.spike_override = self._spike_fn  # None: the module's own spike_grad
+                if self._grad == "rate":
+                    op.forward_seq = _rate_law_seq.__get__(op)
+            scores = self.bnet(x, noise)
+        finally:
+            for op, old in zip(leaky, saved, strict=True):
+                op.spike_override = old
+                op.__dict__.pop("forward_seq", None)
+        return scores if self.logit_scale == 1.0 else scores * self.logit_scale
+
+    @torch.no_grad()
+    def predict(self, x: Tensor, batch_size: int = 1024) -> Tensor:
+        """Scores ``[B, K]`` for accuracy: no gradient, the FIXED rate draw always."""
+        out = []
+        with self.using(noise="fixed"):
+            for i in range(0, x.shape[0], batch_size):
+                out.append(self.forward(x[i:i + batch_size]))
+        return torch.cat(out) if out else x.new_zeros((0, 0))
+
+    def correct(self, x: Tensor, y: Tensor) -> Tensor:
+        """Bool ``[B]``: strictly correct on the fixed draw (see :func:`strict_correct`)."""
+        return strict_correct(self.predict(x), y.to(x.device))
+
+    def extra_repr(self) -> str:
+        return (
+            f"grad={self.grad_name!r}, noise={self._noise!r}, encoder_grad="
+            f"{self.encoder_grad!r}, logit_scale={self.logit_scale}, seed={self.seed}"
+        )

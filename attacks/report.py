@@ -1,0 +1,109 @@
+"""Rows of an evaluation -> CSV, Markdown table, PNG plot (matplotlib, Agg backend).
+
+A row is a dict with at least ``eps``, ``attack``, ``kind`` (``clean`` |
+``attack`` | ``robust`` | ``certified``) and ``accuracy`` (a fraction in
+[0, 1]); :func:`attacks.evaluate` adds ``correct``, ``n``, ``grad``,
+``gradient_based``, ``transfer`` and ``seconds``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+
+__all__ = ["read_csv", "to_csv", "to_markdown", "plot"]
+
+FIELDS = (
+    "eps", "attack", "kind", "accuracy", "correct", "n", "grad",
+    "gradient_based", "transfer", "seconds",
+)
+_ORDER = {"clean": 0, "attack": 1, "robust": 2, "certified": 3}
+
+
+def to_csv(rows: Sequence[dict], path: str | os.PathLike) -> None:
+    """Write the rows (long format, one per eps x attack) as CSV."""
+    keys = list(FIELDS) + sorted({k for r in rows for k in r} - set(FIELDS))
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+
+
+def read_csv(path: str | os.PathLike) -> list[dict]:
+    """Rows back from :func:`to_csv` (numbers and booleans parsed)."""
+    out = []
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            row: dict = dict(r)
+            for k in ("eps", "accuracy", "seconds"):
+                if row.get(k) not in (None, ""):
+                    row[k] = float(row[k])
+            for k in ("correct", "n"):
+                if row.get(k) not in (None, ""):
+                    row[k] = int(row[k])
+            for k in ("gradient_based", "transfer"):
+                if k in row:
+                    row[k] = row[k] == "True"
+            out.append(row)
+    return out
+
+
+def _columns(rows: Sequence[dict]) -> list[str]:
+    seen: dict[str, tuple[int, int]] = {}
+    for i, r in enumerate(rows):
+        seen.setdefault(r["attack"], (_ORDER.get(r["kind"], 9), i))
+    return sorted(seen, key=seen.get)
+
+
+def to_markdown(rows: Sequence[dict], path: str | os.PathLike | None = None,
+                percent: bool = True) -> str:
+    """A table with one row per eps and one column per attack (accuracy, % by default)."""
+    cols = _columns(rows)
+    table: dict[float, dict[str, float]] = {}
+    for r in rows:
+        table.setdefault(float(r["eps"]), {})[r["attack"]] = float(r["accuracy"])
+    lines = ["| eps | " + " | ".join(cols) + " |", "|---:|" + "---:|" * len(cols)]
+    for e in sorted(table):
+        cells = []
+        for c in cols:
+            v = table[e].get(c)
+            cells.append("" if v is None else (f"{100 * v:.1f}" if percent else f"{v:.4f}"))
+        lines.append(f"| {e:g} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    if path is not None:
+        with open(path, "w") as f:
+            f.write(text)
+    return text
+
+
+def plot(rows: Sequence[dict], path: str | os.PathLike, title: str | None = None) -> None:
+    """PNG: accuracy vs eps, one line per attack; robust (worst case) bold, certified dashed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # the Agg canvas directly: no pyplot, no change to the caller's global backend
+    fig = Figure(figsize=(6.4, 4.4), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    kinds = {r["attack"]: r["kind"] for r in rows}
+    for name in _columns(rows):
+        pts = sorted((float(r["eps"]), float(r["accuracy"])) for r in rows if r["attack"] == name)
+        xs, ys = [p[0] for p in pts], [100 * p[1] for p in pts]
+        kind = kinds[name]
+        style = {
+            "clean": dict(color="grey", linestyle=":", linewidth=1.2),
+            "robust": dict(color="black", linewidth=2.6),
+            "certified": dict(linestyle="--", linewidth=1.8),
+        }.get(kind, dict(linewidth=1.2, marker="o", markersize=3))
+        ax.plot(xs, ys, label=name, **style)
+    ax.set_xlabel("eps (L-inf, input in [0, 1])")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path)

@@ -1,0 +1,128 @@
+"""Speed of the linear bound methods relative to S-IBP, on CPU.
+
+Networks (random weights, zero reset, beta = threshold = 0.25, T = 10):
+
+* FC:   784-512-256-10 (the paper's MNIST FC);
+* CONV: conv 64 stride 2, conv 128 stride 2, fc 256, fc 10.
+
+Prints, per network: IBP and crown-ibp time for margin bounds of a batch
+(no grad, and forward + backward as in certified training), their ratio, and
+the time per sample of crown and alpha-crown on a smaller batch.
+
+    python benchmarks/bench_crown_speed.py [--batch 256] [--small 2] [--eps 0.02]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import snntorch as snn
+import torch
+from torch import nn
+
+from snncertify import alpha as alpha_mod
+from snncertify import certify
+
+
+def leaky(output: bool = False) -> snn.Leaky:
+    return snn.Leaky(beta=0.25, threshold=0.25, init_hidden=True, reset_mechanism="zero",
+                     output=output)
+
+
+def fc_net() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 512), leaky(), nn.Linear(512, 256), leaky(),
+        nn.Linear(256, 10), leaky(output=True),
+    )
+
+
+def conv_net() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(1, 64, 4, stride=2, padding=1), leaky(),
+        nn.Conv2d(64, 128, 4, stride=2, padding=1), leaky(),
+        nn.Flatten(), nn.Linear(128 * 7 * 7, 256), leaky(),
+        nn.Linear(256, 10), leaky(output=True),
+    )
+
+
+def timed(fn, repeats: int = 1) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def bench(name: str, net: nn.Sequential, args) -> None:
+    torch.manual_seed(0)
+    bnet = certify(net, args.steps, encoding=args.encoding)
+    x = torch.rand(args.batch, 1, 28, 28)
+    y = bnet(x).argmax(1)
+
+    def margins(method: str, grad: bool):
+        def run():
+            if grad:
+                m = bnet.margin_bounds(x, y, args.eps, method=method)
+                torch.nn.functional.softplus(-m).sum().backward()
+                net.zero_grad(set_to_none=True)
+            else:
+                with torch.no_grad():
+                    bnet.margin_bounds(x, y, args.eps, method=method)
+        return run
+
+    rows = []
+    for grad in (False, True):
+        t_ibp = timed(margins("ibp", grad), args.repeats)
+        t_cibp = timed(margins("crown-ibp", grad), args.repeats)
+        tag = "fwd+bwd" if grad else "no-grad"
+        rows.append(f"  batch {args.batch} {tag}: ibp {t_ibp:.3f}s  crown-ibp {t_cibp:.3f}s  "
+                    f"ratio {t_cibp / t_ibp:.1f}x")
+    print(f"{name} (T={args.steps}, {args.encoding}, eps={args.eps})")
+    print("\n".join(rows), flush=True)
+
+    xs, ys = x[: args.small], y[: args.small]
+    with torch.no_grad():
+        ibp = bnet.margin_bounds(xs, ys, args.eps, method="ibp")
+        start = time.perf_counter()
+        crown = bnet.margin_bounds(xs, ys, args.eps, method="crown")
+        t_crown = (time.perf_counter() - start) / args.small
+        alpha_mod.ITERATIONS = args.alpha_iters
+        start = time.perf_counter()
+        alpha = bnet.margin_bounds(xs, ys, args.eps, method="alpha-crown")
+        t_alpha = (time.perf_counter() - start) / args.small
+        cibp = bnet.margin_bounds(xs, ys, args.eps, method="crown-ibp")
+    off = torch.ones_like(ibp, dtype=torch.bool)
+    off[torch.arange(len(ys)), ys] = False
+
+    def frac(m):
+        return float((m[off] > ibp[off]).float().mean())
+
+    print(f"  per sample (batch {args.small}): crown {t_crown:.2f}s  "
+          f"alpha-crown ({args.alpha_iters} it) {t_alpha:.2f}s")
+    print(f"  margins strictly tighter than IBP: crown-ibp {frac(cibp):.2f}  crown {frac(crown):.2f}"
+          f"  alpha-crown {frac(alpha):.2f}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--small", type=int, default=2, help="batch for crown / alpha-crown")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--eps", type=float, default=0.02)
+    parser.add_argument("--encoding", default="direct", choices=["direct", "rate"])
+    parser.add_argument("--alpha-iters", type=int, default=alpha_mod.ITERATIONS)
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--nets", default="fc,conv")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    nets = {"FC 784-512-256-10": fc_net, "CONV c64s2-c128s2-fc256-10": conv_net}
+    for name, make in nets.items():
+        if name.split()[0].lower() in args.nets.split(","):
+            bench(name, make(), args)
+
+
+if __name__ == "__main__":
+    main()
