@@ -60,8 +60,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--eps", type=float, default=0.02)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument("--methods", nargs="+", default=["ibp"], help="bound methods to time")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dev = torch.device(args.device)
     print(f"device={dev} threads={torch.get_num_threads()} batch={args.batch} T={args.steps} eps={args.eps}")

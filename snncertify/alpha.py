@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .crown import Setup, check_supported, crown_bounds, output_lower
+from .crown import Setup, SpecRows, check_supported, crown_bounds, output_lower
 from .methods import register_method
 from .relax import Relaxation, reset_fn, spike_fn
 from .threat import Threat
@@ -59,23 +59,25 @@ def initial_sigmas(setup: Setup, rows: int) -> dict[int, dict[str, Tensor]]:
 
 def alpha_crown(
     bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None,
-    iterations: int | None = None, lr: float | None = None,
+    iterations: int | None = None, lr: float | None = None, need_upper: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Bounds ``[B, M]`` of ``C @ scores`` with optimised slopes (see module doc).
 
     ``iterations`` (default :data:`ITERATIONS`) Adam steps of size ``lr``
     (default :data:`LEARNING_RATE`) on σ, each followed by projection onto [0, 1].
+    ``need_upper=False`` optimises the lower bounds only (upper: IBP's).
     """
     iterations = ITERATIONS if iterations is None else iterations
     lr = LEARNING_RATE if lr is None else lr
     check_supported(bnet.ops, "alpha-crown")
     with torch.no_grad():
-        setup, C, lower, upper = crown_bounds(bnet, x, threat, noise, C, "alpha-crown")
+        setup, C, lower, upper = crown_bounds(bnet, x, threat, noise, C, "alpha-crown",
+                                              need_upper)
         if setup is None:  # a point threat: the forward itself
             return lower, upper
-        C2 = torch.cat([C, -C], dim=1)
-        best = torch.cat([lower, -upper], dim=1)
-    M = C.shape[1]
+        spec = SpecRows(C, need_upper)
+        C2 = spec.rows
+        best = spec.as_rows(lower, upper)
     if iterations > 0:
         sigmas = initial_sigmas(setup, C2.shape[1])
         params = [p for d in sigmas.values() for p in d.values()]
@@ -95,7 +97,7 @@ def alpha_crown(
         with torch.no_grad():
             best = torch.maximum(best, output_lower(bnet, setup, C2))
         setup.alpha = {}
-    return best[:, :M], -best[:, M:]
+    return spec.merge(best, lower, upper)
 
 
 register_method("alpha-crown", alpha_crown)

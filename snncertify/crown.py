@@ -339,11 +339,68 @@ def output_lower(bnet, setup: Setup, C: Tensor) -> Tensor:
     return bound
 
 
+def _nonzero_rows(C: Tensor) -> Tensor | None:
+    """Indices ``[B, M']`` of the non-zero rows of ``C`` (in order), when every sample
+    has the same number ``M' < M`` of them (a margin spec's row ``j = y``); else None."""
+    keep = (C != 0).any(2)  # [B, M]
+    counts = keep.sum(1)
+    m = int(counts[0]) if counts.numel() else 0
+    if m == C.shape[1] or not bool((counts == m).all()):
+        return None
+    return torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :m]
+
+
+class SpecRows:
+    """The rows a back-substitution bounds from below for a spec ``C`` ``[B, M, K]``.
+
+    All-zero rows of ``C`` are dropped (their bound, exactly 0, is IBP's);
+    ``-C`` rows are appended only when upper bounds are needed.
+    """
+
+    def __init__(self, C: Tensor, need_upper: bool = True) -> None:
+        self.idx = _nonzero_rows(C)
+        kept = C if self.idx is None else C.gather(
+            1, self.idx.unsqueeze(2).expand(-1, -1, C.shape[2]))
+        self.m = kept.shape[1]
+        self.need_upper = need_upper
+        self.rows = torch.cat([kept, -kept], dim=1) if need_upper else kept
+
+    def merge(self, res: Tensor, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+        """Elementwise best of ``(lower, upper)`` ``[B, M]`` and the row bounds ``res``."""
+        m, idx = self.m, self.idx
+        lo = res[:, :m]
+        if idx is None:
+            lower = torch.maximum(lower, lo)
+        else:
+            lower = lower.scatter(1, idx, torch.maximum(lower.gather(1, idx), lo))
+        if self.need_upper:
+            hi = -res[:, m:]
+            if idx is None:
+                upper = torch.minimum(upper, hi)
+            else:
+                upper = upper.scatter(1, idx, torch.minimum(upper.gather(1, idx), hi))
+        return lower, upper
+
+    def as_rows(self, lower: Tensor, upper: Tensor) -> Tensor:
+        """``(lower, upper)`` ``[B, M]`` in the rows' layout (lower bounds of the rows)."""
+        if self.idx is not None:
+            lower, upper = lower.gather(1, self.idx), upper.gather(1, self.idx)
+        return torch.cat([lower, -upper], dim=1) if self.need_upper else lower
+
+
 def spec_lower_upper(bnet, setup: Setup, C: Tensor) -> tuple[Tensor, Tensor]:
     """``(lower, upper)`` of ``C @ scores`` from one pass over ``[C; -C]``."""
     M = C.shape[1]
     both = output_lower(bnet, setup, torch.cat([C, -C], dim=1))
     return both[:, :M], -both[:, M:]
+
+
+def linear_bounds(bnet, setup: Setup, C: Tensor, lower: Tensor, upper: Tensor,
+                  need_upper: bool = True) -> tuple[Tensor, Tensor]:
+    """Elementwise best of ``(lower, upper)`` and one back-substitution for ``C``
+    (lower bounds only, upper kept, when ``need_upper`` is False)."""
+    spec = SpecRows(C, need_upper)
+    return spec.merge(output_lower(bnet, setup, spec.rows), lower, upper)
 
 
 def _prepare(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None):
@@ -356,15 +413,19 @@ def best_of(lower: Tensor, upper: Tensor, ibp_l: Tensor, ibp_u: Tensor):
     return torch.maximum(lower, ibp_l), torch.minimum(upper, ibp_u)
 
 
-def crown_ibp(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None):
-    """CROWN-IBP: IBP intermediate bounds, one backward pass; differentiable."""
+def crown_ibp(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None,
+              need_upper: bool = True):
+    """CROWN-IBP: IBP intermediate bounds, one backward pass; differentiable.
+
+    ``need_upper=False``: lower bounds only (the upper bound returned is IBP's).
+    """
     prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
     check_supported(bnet.ops, "crown-ibp")
     if threat.is_point():  # the forward itself, exactly
         return ibp_l, ibp_u
     setup = make_setup(bnet, x, threat, noise, prop, "crown-ibp")
     C = full_spec(C, bnet.batch_size(x), ibp_l.shape[1], ibp_l)
-    return best_of(*spec_lower_upper(bnet, setup, C), ibp_l, ibp_u)
+    return linear_bounds(bnet, setup, C, ibp_l, ibp_u, need_upper)
 
 
 # ------------------------------------------------- intermediate refinement
@@ -410,27 +471,30 @@ def crown_setup(bnet, x, threat, noise, prop, method: str) -> Setup:
 
 
 def crown_bounds(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None,
-                 method: str = "crown"):
+                 method: str = "crown", need_upper: bool = True):
     """Full CROWN. Returns ``(setup, C, lower, upper)``: the refined setup, the
-    spec used, and the elementwise best of CROWN, CROWN-IBP and IBP (``[B, M]``)."""
+    spec used, and the elementwise best of CROWN, CROWN-IBP and IBP (``[B, M]``;
+    ``upper`` is IBP's when ``need_upper`` is False)."""
     prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
     check_supported(bnet.ops, method)
     if threat.is_point():
         return None, C, ibp_l, ibp_u
     setup = make_setup(bnet, x, threat, noise, prop, method)
     C = full_spec(C, bnet.batch_size(x), ibp_l.shape[1], ibp_l)
-    lower, upper = best_of(*spec_lower_upper(bnet, setup, C), ibp_l, ibp_u)  # crown-ibp
+    lower, upper = linear_bounds(bnet, setup, C, ibp_l, ibp_u, need_upper)  # crown-ibp
     refine_intermediate(setup)
-    lower, upper = best_of(*spec_lower_upper(bnet, setup, C), lower, upper)
+    lower, upper = linear_bounds(bnet, setup, C, lower, upper, need_upper)
     return setup, C, lower, upper
 
 
-def crown(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None):
+def crown(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None,
+          need_upper: bool = True):
     """Full CROWN: every unstable intermediate membrane refined, then the output.
 
-    Returns the elementwise best of this, CROWN-IBP and IBP.
+    Returns the elementwise best of this, CROWN-IBP and IBP (upper: IBP's when
+    ``need_upper`` is False).
     """
-    return crown_bounds(bnet, x, threat, noise, C)[2:]
+    return crown_bounds(bnet, x, threat, noise, C, need_upper=need_upper)[2:]
 
 
 register_method("crown-ibp", crown_ibp)

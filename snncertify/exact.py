@@ -656,8 +656,11 @@ def _bound_min(prog: _Program, c: np.ndarray, time_limit: float, fallback: float
 
 def exact_bounds(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None, *,
                  time_limit: float = DEFAULT_TIME_LIMIT,
-                 max_binaries: int = DEFAULT_MAX_BINARIES) -> tuple[Tensor, Tensor]:
+                 max_binaries: int = DEFAULT_MAX_BINARIES,
+                 need_upper: bool = True) -> tuple[Tensor, Tensor]:
     """``method="exact"``: bounds ``[B, M]`` of ``C @ scores`` (``C`` ``[B, M, K]``, None = scores).
+
+    ``need_upper=False`` skips the maximisation MILPs (upper = IBP's upper).
 
     Each bound is the (dual-bound) optimum of the OUTER MILP, elementwise at
     least as tight as S-IBP. For the rate encoding it holds for the noise draw
@@ -679,8 +682,10 @@ def exact_bounds(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tenso
             if not c.any():
                 continue
             lo = _bound_min(prog, c, time_limit, lower[b, m], f"sample {b}, row {m}, min")
-            hi = -_bound_min(prog, -c, time_limit, -upper[b, m], f"sample {b}, row {m}, max")
-            lower[b, m], upper[b, m] = lo, hi
+            lower[b, m] = lo
+            if need_upper:
+                upper[b, m] = -_bound_min(prog, -c, time_limit, -upper[b, m],
+                                          f"sample {b}, row {m}, max")
     dev, dt = ibp_l.device, ibp_l.dtype
     lo_t = torch.maximum(_round_down32(lower).to(dev, dt), ibp_l.detach())
     hi_t = torch.minimum(_round_up32(upper).to(dev, dt), ibp_u.detach())

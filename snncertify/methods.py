@@ -3,14 +3,21 @@
 A method computes bounds on ``C @ out`` for a spec matrix ``C`` ``[B, M, K]``
 (``C is None`` means the outputs themselves, ``M = K``)::
 
-    fn(bnet, x, threat, noise, C) -> (lower [B, M], upper [B, M])
+    fn(bnet, x, threat, noise, C, **kw) -> (lower [B, M], upper [B, M])
 
 Every method other than ``"ibp"`` must return the elementwise best of itself
 and IBP, so none can lose to IBP.
+
+A method may accept the keyword ``need_upper: bool = True``: when called with
+``need_upper=False`` (margins and certificates need lower bounds only) it may
+skip computing the upper bound and return any sound one instead (IBP's, say).
+Methods without that keyword still work: :func:`call_method` passes it only
+to functions that accept it.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 
 import torch
@@ -30,6 +37,24 @@ def get_method(name: str) -> BoundFn:
     return _METHODS[name]
 
 
+def accepts_need_upper(fn: BoundFn) -> bool:
+    """True when ``fn`` takes a ``need_upper`` keyword (or any ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "need_upper" or p.kind is p.VAR_KEYWORD for p in params)
+
+
+def call_method(name: str, bnet, x: Tensor, threat, noise: Tensor | None, C: Tensor | None,
+                need_upper: bool = True) -> tuple[Tensor, Tensor]:
+    """Run the method ``name``; ``need_upper=False`` is passed on to methods that take it."""
+    fn = get_method(name)
+    if not need_upper and accepts_need_upper(fn):
+        return fn(bnet, x, threat, noise, C, need_upper=False)
+    return fn(bnet, x, threat, noise, C)
+
+
 def available_methods() -> list[str]:
     return sorted(_METHODS)
 
@@ -47,8 +72,12 @@ def spec_interval(C: Tensor | None, lower: Tensor, upper: Tensor) -> tuple[Tenso
     return lo, hi
 
 
-def ibp(bnet, x: Tensor, threat, noise: Tensor | None, C: Tensor | None):
-    """S-IBP: interval propagation through the unrolled (layer, time) graph."""
+def ibp(bnet, x: Tensor, threat, noise: Tensor | None, C: Tensor | None,
+        need_upper: bool = True):
+    """S-IBP: interval propagation through the unrolled (layer, time) graph.
+
+    ``need_upper`` is accepted and ignored: both bounds come from one pass.
+    """
     lower, upper = bnet.interval_scores(x, threat, noise)
     return spec_interval(C, lower, upper)
 

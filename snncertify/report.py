@@ -41,25 +41,48 @@ def write_markdown(rows: Sequence[Row], path: str | os.PathLike, columns: Sequen
 
 
 def plot_lines(rows: Sequence[Row], x: str, y: str, series: str, path: str | os.PathLike,
-               title: str = "", ylabel: str | None = None) -> Path:
-    """One line per distinct ``row[series]``: ``row[y]`` against ``row[x]``, saved as PNG."""
+               title: str = "", ylabel: str | None = None, panel: str | None = None) -> Path:
+    """One line per distinct ``row[series]``: ``row[y]`` against ``row[x]``, saved as PNG.
+
+    With ``panel``, one subplot per distinct ``row[panel]`` (same colours per series).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name in dict.fromkeys(r[series] for r in rows):
-        pts = sorted((r[x], r[y]) for r in rows if r[series] == name)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=str(name))
-    ax.set_xlabel(x)
-    ax.set_ylabel(ylabel or y)
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title)
+    panels = list(dict.fromkeys(r[panel] for r in rows)) if panel else [None]
+    names = list(dict.fromkeys(r[series] for r in rows))
+    colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1, 4), squeeze=False,
+                             sharey=True)
+    for ax, p in zip(axes[0], panels, strict=True):
+        subset = [r for r in rows if panel is None or r[panel] == p]
+        for name in names:
+            pts = sorted((r[x], r[y]) for r in subset if r[series] == name)
+            if pts:
+                style = "--" if "certified" in str(name) else "-"
+                ax.plot([q[0] for q in pts], [q[1] for q in pts], style, marker="o",
+                        color=colours[name], label=str(name))
+        ax.set_xlabel(x)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(alpha=0.3)
+        ax.set_title(f"{panel}: {p}" if panel else title)
+    axes[0][0].set_ylabel(ylabel or y)
+    axes[0][-1].legend(loc="lower left", fontsize=8)
+    if panel and title:
+        fig.suptitle(title)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def pivot(rows: Sequence[Row], index: Sequence[str], column: str, value: str) -> list[Row]:
+    """Long rows -> one row per distinct ``index`` values, one column per ``row[column]``."""
+    wide: dict[tuple, Row] = {}
+    for r in rows:
+        key = tuple(r[k] for k in index)
+        wide.setdefault(key, dict(zip(index, key, strict=True)))[str(r[column])] = r[value]
+    return list(wide.values())

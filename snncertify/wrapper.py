@@ -7,7 +7,7 @@ from torch import Tensor, nn
 
 from . import encoding as enc
 from . import propagate
-from .methods import get_method
+from .methods import call_method
 from .ops import IdentityOp, LeakyOp
 from .parse import parse_network
 from .propagate import Propagation
@@ -131,12 +131,16 @@ class BoundedSNN(nn.Module):
 
     def spec_bounds(
         self, x: Tensor, eps, C: Tensor | None = None, method: str = "ibp",
-        noise: Tensor | None = None,
+        noise: Tensor | None = None, need_upper: bool = True,
     ) -> tuple[Tensor, Tensor]:
-        """Bounds ``[B, M]`` of ``C @ scores`` (``C``: ``[B, M, K]``, None = the scores)."""
+        """Bounds ``[B, M]`` of ``C @ scores`` (``C``: ``[B, M, K]``, None = the scores).
+
+        With ``need_upper=False`` a method may skip the upper bound and return
+        a looser (still sound) one, e.g. IBP's: use it when only ``lower`` is read.
+        """
         noise = self._prepare(x, noise)
         threat = self.threat(x, eps)
-        return get_method(method)(self, x, threat, noise, C)
+        return call_method(method, self, x, threat, noise, C, need_upper)
 
     def bounds(self, x: Tensor, eps, method: str = "ibp", noise: Tensor | None = None):
         """``(lower, upper)``, each ``[B, K]``, valid for every input in the threat model.
@@ -151,7 +155,7 @@ class BoundedSNN(nn.Module):
     ) -> Tensor:
         """Lower bounds ``[B, K]`` on ``score_y - score_j`` (entry ``j = y`` is 0)."""
         C = self.margin_spec(x, y)
-        lower, _ = self.spec_bounds(x, eps, C, method, noise)
+        lower, _ = self.spec_bounds(x, eps, C, method, noise, need_upper=False)
         return lower
 
     def margin_spec(self, x: Tensor, y: Tensor) -> Tensor:

@@ -19,7 +19,7 @@ from snncertify import certify
 BATCH = 3
 N_PERTURBED = 240
 SETTINGS = settings(
-    max_examples=150, deadline=None, derandomize=True,
+    max_examples=300, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
