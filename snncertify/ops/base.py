@@ -78,15 +78,15 @@ def vjp_backward(fn, lam: Tensor, in_shape: tuple[int, ...]) -> Tensor:
 
 
 class AffineOp(BoundOp):
-    linear = True
-
     """``y = A x + b`` for a linear map A: interval in centre/radius form.
 
     Subclasses give ``forward`` (``A x + b``) and ``abs_linear`` (``|A| r``),
     and for the linear rules ``backward`` (``lam @ A``) and ``bias`` (``b``).
-    At zero radius the centre goes through the very same ``forward`` as the
-    network, so bounds at eps = 0 equal the forward pass bit for bit.
+    The centre goes through the network's own ``forward`` (a fused
+    matmul-plus-bias, faster than a bias-free product and a separate add).
     """
+
+    linear = True
 
     def abs_linear(self, r: Tensor) -> Tensor:
         """``|A| r`` (no bias), ``r``: ``[N, ...]`` non-negative."""

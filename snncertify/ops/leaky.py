@@ -107,34 +107,37 @@ class LeakyOp(BoundOp):
             is tighter than bounding ``β U`` and ``θ R`` separately.
         """
         beta, thr = self.beta(), self.threshold()
-        ml = torch.zeros_like(cur_l[0])
-        mu = torch.zeros_like(cur_u[0])
+        thr_pos = thr.clamp(min=0)
+        lift = beta * thr - thr  # h just above θ (subtract reset)
+        ml = mu = torch.zeros_like(cur_l[0])
+        rl = ru = self.spike(ml).detach()  # R_1 = H(U_0 - θ), U_0 = 0
         out = ([], [], [], [])
         for t in range(len(cur_l)):
             il, iu = cur_l[t], cur_u[t]
-            rl, ru = self.spike(ml).detach(), self.spike(mu).detach()
             if self.reset == "subtract":
-                # h(u) = βu - θ H(u - θ): βu below θ, βu - θ above it.
-                lo, hi = beta * ml + il - rl * thr, beta * mu + iu - ru * thr
+                # h(u) = βu - θ H(u - θ): βu up to θ, βu - θ above it (infimum βθ - θ).
+                base_l, base_u = beta * ml + il, beta * mu + iu
+                lo, hi = base_l - rl * thr, base_u - ru * thr
                 unstable = rl != ru
-                if bool(unstable.any()):
-                    lo = torch.where(unstable, torch.minimum(lo, beta * thr - thr + il), lo)
-                    hi = torch.where(unstable, torch.maximum(beta * mu + iu - thr, beta * thr + iu), hi)
+                lo = torch.where(unstable, torch.minimum(base_l, lift + il), lo)
+                hi = torch.where(unstable, torch.maximum(base_u - thr, beta * thr + iu), hi)
             elif self.reset == "zero":
-                # g(u) = u 1[u <= θ] on [ml, mu]; the point rule is snnTorch's (1 - R) u.
-                gl, gu = (1 - rl) * ml, (1 - ru) * mu
-                unstable = rl != ru
-                if bool(unstable.any()):
-                    zero = torch.zeros_like(ml)
-                    gl = torch.where(unstable, torch.minimum(ml, zero), gl)
-                    gu = torch.where(unstable, torch.maximum(thr + zero, zero), gu)
+                # g(u) = u 1[u <= θ] on [ml, mu]. Upper: mu if no spike is possible,
+                # max(θ, 0) if one is, 0 if it is certain. Lower: ml if no spike is
+                # possible, else min(ml, 0) (exact when unstable; when a spike is
+                # certain g = 0 >= min(ml, 0), equal to it for θ >= 0).
+                spike_possible = ru > 0
+                gl = torch.where(spike_possible, ml.clamp(max=0), ml)
+                gu = torch.where(spike_possible, thr_pos * (1 - rl), mu)
                 lo, hi = beta * gl + il, beta * gu + iu
             else:
                 lo, hi = beta * ml + il, beta * mu + iu
-            if slack:
-                pad = slack * (1 + torch.maximum(lo.abs(), hi.abs()))
+            if slack:  # lo <= hi, so max(|lo|, |hi|) = max(-lo, hi)
+                pad = (torch.maximum(hi, -lo) + 1) * slack
                 lo, hi = lo - pad, hi + pad
             ml, mu = lo, hi
-            for seq, v in zip(out, (self.spike(ml), self.spike(mu), ml, mu), strict=True):
+            sl, su = self.spike(ml), self.spike(mu)
+            rl, ru = sl.detach(), su.detach()  # next step's reset is this step's spike
+            for seq, v in zip(out, (sl, su, ml, mu), strict=True):
                 seq.append(v)
         return out[0], out[1], torch.stack(out[2]), torch.stack(out[3])
