@@ -1,7 +1,8 @@
 """Tightness of the bound methods: verified accuracy and time, and the gap to exact.
 
 Part 1 (MNIST): trains an FC spiking net (784-H-10, direct encoding, rate
-readout, T steps) for a short time on the CPU, then reports verified accuracy
+readout, T steps) with IBP certified training for a fixed number of epochs on
+a seeded subset of the training set, then reports verified accuracy
 per method (ibp, crown-ibp, crown, alpha-crown: those registered) at three
 eps values on N test samples, and the time per sample of each method.
 
@@ -20,8 +21,6 @@ is an error naming the path.
 from __future__ import annotations
 
 import argparse
-import csv
-import math
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,8 @@ from tqdm import tqdm
 
 import snncertify
 from snncertify import exact
+from snncertify.report import write_csv, write_markdown
+from snncertify.training import evaluate_accuracy, load_digits_split, load_mnist, train_certified
 
 METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
 
@@ -47,7 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="three L-inf radii for MNIST")
     p.add_argument("--hidden", type=int, default=128, help="MNIST hidden width")
     p.add_argument("--steps", type=int, default=4, help="time steps T (MNIST)")
-    p.add_argument("--train-seconds", type=float, default=60.0, help="MNIST training budget")
+    p.add_argument("--epochs", type=int, default=3, help="MNIST training epochs")
+    p.add_argument("--train-limit", type=int, default=20000, help="MNIST training samples used")
     p.add_argument("--small-n", type=int, default=30, help="digits test samples (exact)")
     p.add_argument("--small-eps", type=float, nargs=3, default=[0.01, 0.02, 0.04],
                    help="three L-inf radii for the small digits model")
@@ -67,43 +69,6 @@ def fc_snn(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
         nn.Linear(hidden, n_out),
         snn.Leaky(beta=0.9, threshold=1.0, init_hidden=True, output=True),
     )
-
-
-def train(bnet, x: torch.Tensor, y: torch.Tensor, seconds: float, epochs: int,
-          desc: str, batch: int = 128, eps_train: float = 0.0) -> None:
-    """Surrogate-gradient training within a time budget.
-
-    Loss: CE on 10 x spike rate, plus (``eps_train > 0``) the IBP certified
-    loss CE(-10 x margin lower bounds) with eps ramped up over the first half
-    of the budget, so that the nets are verifiable at small eps.
-    """
-    opt = torch.optim.Adam(bnet.parameters(), lr=2e-3)
-    start = time.perf_counter()
-    bar = tqdm(total=epochs * math.ceil(len(y) / batch), desc=desc, leave=False)
-    for _ in range(epochs):
-        perm = torch.randperm(len(y))
-        for i in range(0, len(y), batch):
-            idx = perm[i:i + batch]
-            loss = nn.functional.cross_entropy(10 * bnet(x[idx]), y[idx])
-            frac = (time.perf_counter() - start) / seconds
-            if eps_train > 0:
-                eps = eps_train * min(1.0, 2 * frac)
-                m = bnet.margin_bounds(x[idx], y[idx], eps)
-                loss = 0.5 * loss + 0.5 * nn.functional.cross_entropy(-10 * m, y[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            bar.update()
-            if frac > 1:
-                bar.close()
-                return
-    bar.close()
-
-
-@torch.no_grad()
-def accuracy(bnet, x, y, batch: int = 1000) -> float:
-    return sum(int((bnet(x[i:i + batch]).argmax(1) == y[i:i + batch]).sum())
-               for i in range(0, len(y), batch)) / len(y)
 
 
 def min_margin(bnet, x, y, eps, method: str) -> torch.Tensor:
@@ -134,21 +99,18 @@ def run_methods(bnet, x, y, eps_values, methods, model: str, rows: list[dict],
 
 def mnist_part(args, rows: list[dict]) -> None:
     try:
-        from torchvision import datasets
-        train_set = datasets.MNIST(root=args.data_root, train=True, download=False)
-        test_set = datasets.MNIST(root=args.data_root, train=False, download=False)
-    except RuntimeError as err:
-        sys.exit(f"MNIST not found under {Path(args.data_root).resolve()} "
-                 f"(torchvision layout MNIST/raw/*-ubyte): {err}")
-    xtr = train_set.data.float().div(255).unsqueeze(1)
-    ytr = train_set.targets
-    xte = test_set.data.float().div(255).unsqueeze(1)
-    yte = test_set.targets
+        xtr, ytr = load_mnist(args.data_root, train=True)
+        xte, yte = load_mnist(args.data_root, train=False)
+    except FileNotFoundError as err:
+        sys.exit(str(err))
+    pick = torch.randperm(len(ytr), generator=torch.Generator().manual_seed(args.seed))
+    xtr, ytr = xtr[pick[: args.train_limit]], ytr[pick[: args.train_limit]]
+    torch.manual_seed(args.seed)
     net = fc_snn(784, args.hidden, 10)
     bnet = snncertify.certify(net, args.steps, encoding="direct", readout="rate")
-    train(bnet, xtr, ytr, args.train_seconds, epochs=3, desc="train MNIST",
-          eps_train=args.eps_train)
-    acc = accuracy(bnet, xte, yte)
+    train_certified(bnet, xtr, ytr, eps=args.eps_train, epochs=args.epochs, lr=2e-3,
+                    batch_size=128, seed=args.seed)
+    acc = evaluate_accuracy(bnet, xte, yte)
     print(f"MNIST 784-{args.hidden}-10, T={args.steps}: clean test accuracy {acc:.4f}")
     rows.append({"model": f"mnist-fc{args.hidden}", "eps": 0.0, "method": "clean",
                  "n": len(yte), "verified_acc": acc})
@@ -158,18 +120,13 @@ def mnist_part(args, rows: list[dict]) -> None:
 
 
 def digits_part(args, rows: list[dict]) -> None:
-    from sklearn.datasets import load_digits
-    d = load_digits()
-    x = torch.tensor(d.data, dtype=torch.float32) / 16.0
-    y = torch.tensor(d.target)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(args.seed))
-    x, y = x[perm], y[perm]
-    xtr, ytr, xte, yte = x[:1500], y[:1500], x[1500:], y[1500:]
+    xtr, ytr, xte, yte = load_digits_split(seed=args.seed)
+    torch.manual_seed(args.seed)
     net = fc_snn(64, 16, 10)
     bnet = snncertify.certify(net, 4, encoding="direct", readout="rate")
-    train(bnet, xtr, ytr, 60.0, epochs=40, desc="train digits", batch=64,
-          eps_train=2 * max(args.small_eps))
-    acc = accuracy(bnet, xte, yte)
+    train_certified(bnet, xtr, ytr, eps=2 * max(args.small_eps), epochs=40, lr=2e-3,
+                    batch_size=64, seed=args.seed)
+    acc = evaluate_accuracy(bnet, xte, yte)
     print(f"digits 64-16-10, T=4: clean test accuracy {acc:.4f}")
     rows.append({"model": "digits-fc16", "eps": 0.0, "method": "clean", "n": len(yte),
                  "verified_acc": acc})
@@ -199,32 +156,16 @@ COLUMNS = ["model", "eps", "method", "n", "verified_acc", "mean_min_margin_lb",
            "attack_acc"]
 
 
-def fmt(v) -> str:
-    if v is None or v == "":
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
 def write(rows: list[dict], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "tightness.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: r.get(k, "") for k in COLUMNS})
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(fmt(r.get(k)) for k in COLUMNS) + " |" for r in rows]
-    text = "\n".join(lines) + "\n"
-    (out / "tightness.md").write_text(text)
-    print(text)
+    rows = [{k: r.get(k, "") for k in COLUMNS} for r in rows]
+    write_csv(rows, out / "tightness.csv", COLUMNS)
+    write_markdown(rows, out / "tightness.md", COLUMNS, title="Tightness of the bound methods")
+    print((out / "tightness.md").read_text())
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.manual_seed(args.seed)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     rows: list[dict] = []
     if not args.skip_mnist:
         mnist_part(args, rows)
