@@ -93,39 +93,38 @@ def _whitebox(d: dict[str, dict]) -> dict[str, float]:
     }
 
 
-def check_square_vs_gradient(rows: Sequence[dict], margin: float = 0.10) -> list[str]:
-    """A gradient-free attack beating EVERY gradient attack by more than ``margin``."""
-    out = []
+def _below_every_whitebox(rows: Sequence[dict], margin: float, select):
+    """``(eps, label, accuracy, best white-box accuracy)`` for each column chosen by
+    ``select(row)`` whose accuracy is more than ``margin`` below every white-box one."""
     for e, d in _by_eps(rows, "attack").items():
         grads = _whitebox(d)
         if not grads:
             continue
         best = min(grads.values())
         for k, r in d.items():
-            if not r["gradient_based"] and not r["transfer"] and r["accuracy"] < best - margin:
-                out.append(
-                    f"eps={e:g}: gradient-free {k} reaches {r['accuracy']:.4f}, every gradient "
-                    f"attack >= {best:.4f} (margin {margin:g}): gradient masking suspected; try "
-                    "other gradient modes (surrogates, rate) before trusting these numbers"
-                )
-    return out
+            if select(r) and r["accuracy"] < best - margin:
+                yield e, k, r["accuracy"], best
+
+
+def check_square_vs_gradient(rows: Sequence[dict], margin: float = 0.10) -> list[str]:
+    """A gradient-free attack beating EVERY gradient attack by more than ``margin``."""
+    return [
+        f"eps={e:g}: gradient-free {k} reaches {acc:.4f}, every gradient attack >= "
+        f"{best:.4f} (margin {margin:g}): gradient masking suspected; try other gradient "
+        "modes (surrogates, rate) before trusting these numbers"
+        for e, k, acc, best in _below_every_whitebox(
+            rows, margin, lambda r: not r["gradient_based"] and not r["transfer"]
+        )
+    ]
 
 
 def check_transfer_vs_whitebox(rows: Sequence[dict], margin: float = 0.10) -> list[str]:
     """A transfer (black-box) attack beating every white-box gradient attack."""
-    out = []
-    for e, d in _by_eps(rows, "attack").items():
-        grads = _whitebox(d)
-        if not grads:
-            continue
-        best = min(grads.values())
-        for k, r in d.items():
-            if r["transfer"] and r["accuracy"] < best - margin:
-                out.append(
-                    f"eps={e:g}: transfer attack {k} reaches {r['accuracy']:.4f}, every "
-                    f"white-box gradient attack >= {best:.4f}: gradient masking suspected"
-                )
-    return out
+    return [
+        f"eps={e:g}: transfer attack {k} reaches {acc:.4f}, every white-box gradient "
+        f"attack >= {best:.4f}: gradient masking suspected"
+        for e, k, acc, best in _below_every_whitebox(rows, margin, lambda r: r["transfer"])
+    ]
 
 
 def check_zero_gradients(stats: dict[str, int], max_fraction: float = 0.5) -> list[str]:

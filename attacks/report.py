@@ -9,8 +9,11 @@ A row is a dict with at least ``eps``, ``attack``, ``kind`` (``clean`` |
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
+
+from snncertify.io import atomic_path, write_text
 
 __all__ = ["read_csv", "to_csv", "to_markdown", "plot"]
 
@@ -22,13 +25,13 @@ _ORDER = {"clean": 0, "attack": 1, "robust": 2, "certified": 3}
 
 
 def to_csv(rows: Sequence[dict], path: str | os.PathLike) -> None:
-    """Write the rows (long format, one per eps x attack) as CSV."""
+    """Write the rows (long format, one per eps x attack) as CSV (atomically)."""
     keys = list(FIELDS) + sorted({k for r in rows for k in r} - set(FIELDS))
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys)
-        w.writeheader()
-        for r in rows:
-            w.writerow(r)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys)
+    w.writeheader()
+    w.writerows(rows)
+    write_text(path, buf.getvalue())
 
 
 def read_csv(path: str | os.PathLike) -> list[dict]:
@@ -73,8 +76,7 @@ def to_markdown(rows: Sequence[dict], path: str | os.PathLike | None = None,
         lines.append(f"| {e:g} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     if path is not None:
-        with open(path, "w") as f:
-            f.write(text)
+        write_text(path, text)
     return text
 
 
@@ -106,4 +108,5 @@ def plot(rows: Sequence[dict], path: str | os.PathLike, title: str | None = None
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")

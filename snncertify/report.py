@@ -46,16 +46,15 @@ def plot_lines(rows: Sequence[Row], x: str, y: str, series: str, path: str | os.
 
     With ``panel``, one subplot per distinct ``row[panel]`` (same colours per series).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     panels = list(dict.fromkeys(r[panel] for r in rows)) if panel else [None]
     names = list(dict.fromkeys(r[series] for r in rows))
     colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1, 4), squeeze=False,
-                             sharey=True)
+    fig = Figure(figsize=(5 * len(panels) + 1, 4))
+    FigureCanvasAgg(fig)  # the Agg canvas directly: the caller's pyplot backend is untouched
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)
     for ax, p in zip(axes[0], panels, strict=True):
         subset = [r for r in rows if panel is None or r[panel] == p]
         for name in names:
@@ -75,7 +74,6 @@ def plot_lines(rows: Sequence[Row], x: str, y: str, series: str, path: str | os.
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
     return Path(path)
 
 
