@@ -60,12 +60,21 @@ def verified_accuracy(
     bnet: BoundedSNN, x: Tensor, y: Tensor, eps, method: str = "ibp", batch_size: int = 256,
     noise: Tensor | None = None,
 ) -> float:
-    """Fraction of samples that are certified (which implies correctly classified)."""
+    """Fraction of samples that are certified (which implies correctly classified).
+
+    ``x``: ``[N, ...]`` (``[T, N, ...]`` frames for the event encoding), ``y``: ``[N]``;
+    ``noise`` (rate encoding): ``[T, N, ...]``. Batched by ``batch_size``.
+    """
+    event = bnet.encoding == "event"
     hits = 0
     for i in range(0, len(y), batch_size):
         sl = slice(i, i + batch_size)
+        xb = x[:, sl] if event else x[sl]
+        per_sample_mask = (event and isinstance(eps, Tensor) and eps.ndim == x.ndim
+                           and eps.shape[1] == len(y))
+        eps_b = eps[:, sl] if per_sample_mask else eps
         nz = None if noise is None else noise[:, sl]
-        hits += int(bnet.certify(x[sl], y[sl], eps, method, nz).sum())
+        hits += int(bnet.certify(xb, y[sl], eps_b, method, nz).sum())
     return hits / len(y)
 
 

@@ -67,6 +67,12 @@ def test_event_encoding_masks_and_budgets():
     lower, upper = bnet.bounds(x, mask)
     lo_k, up_k = bnet.bounds(x, 2)  # a budget: IBP lets every position flip
     assert (lo_k <= lower).all() and (up_k >= upper).all()
+    y = scores.argmax(1)
+    full = bnet.certify(x, y, mask).float().mean().item()
+    assert verified_accuracy(bnet, x, y, mask, batch_size=2) == pytest.approx(full)
+    shared = mask[:, :1]  # [T, 1, 16]: the same positions for every sample
+    full = bnet.certify(x, y, shared).float().mean().item()
+    assert verified_accuracy(bnet, x, y, shared, batch_size=2) == pytest.approx(full)
     with pytest.raises(ValueError, match="binary"):
         bnet(x * 0.5)
     with pytest.raises(ValueError, match="bool mask of positions"):
