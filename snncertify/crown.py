@@ -35,6 +35,7 @@ import torch
 from torch import Tensor
 
 from . import encoding as enc
+from . import propagate
 from .methods import register_method, spec_interval
 from .ops import BoundOp, IdentityOp, LeakyOp
 from .propagate import Propagation
@@ -429,12 +430,37 @@ def crown_ibp(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor |
 
 
 # ------------------------------------------------- intermediate refinement
-def refine_intermediate(setup: Setup) -> None:
+def repropagate(setup: Setup) -> Propagation:
+    """S-IBP again, every Leaky's membrane interval intersected at every step
+    with the setup's (refined) bounds before thresholding; the setup's bounds
+    become those intersections. Every interval involved is sound, so the
+    result is; it is at least as tight as both S-IBP and the refined bounds."""
+    leaky = [i for i, op in enumerate(setup.ops) if op.stateful]
+    prop = propagate.interval(
+        setup.ops, setup.lo, setup.hi, setup.static, setup.num_steps, setup.slack,
+        mem_bounds={i: (setup.mem_l[i], setup.mem_u[i]) for i in leaky},
+    )
+    for i, rec in zip(leaky, prop.layers, strict=True):
+        setup.mem_l[i], setup.mem_u[i] = list(rec.mem_l.unbind(0)), list(rec.mem_u.unbind(0))
+    return prop
+
+
+def refine_intermediate(setup: Setup) -> Propagation:
     """Tighten every unstable membrane bound ``U_t`` of every Leaky (in order)
-    by its own back-substitution, keeping the elementwise best with IBP."""
+    by its own back-substitution, keeping the elementwise best with IBP.
+
+    Before each Leaky after the first, and once at the end, the refined
+    bounds are pushed forward with the exact interval rules
+    (:func:`repropagate`): refining layer j then uses the tightened bounds of
+    the layers before it. Returns the final interval propagation.
+    """
+    first = True
     for j, op in enumerate(setup.ops):
         if not op.stateful:
             continue
+        if not first:
+            repropagate(setup)
+        first = False
         thr = op.threshold()
         for t in range(setup.num_steps):
             lo, hi = setup.mem_l[j][t], setup.mem_u[j][t]
@@ -462,6 +488,7 @@ def refine_intermediate(setup: Setup) -> None:
                 new_u = new_u.scatter(1, sel, torch.minimum(new_u.gather(1, sel), cu))
             setup.mem_l[j][t] = new_l.reshape(lo.shape)
             setup.mem_u[j][t] = new_u.reshape(hi.shape)
+    return repropagate(setup)
 
 
 def crown_setup(bnet, x, threat, noise, prop, method: str) -> Setup:
@@ -482,7 +509,9 @@ def crown_bounds(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tenso
     setup = make_setup(bnet, x, threat, noise, prop, method)
     C = full_spec(C, bnet.batch_size(x), ibp_l.shape[1], ibp_l)
     lower, upper = linear_bounds(bnet, setup, C, ibp_l, ibp_u, need_upper)  # crown-ibp
-    refine_intermediate(setup)
+    prop = refine_intermediate(setup)
+    # the refined bounds pushed forward by the exact interval rules
+    lower, upper = best_of(*spec_interval(C, *readout_bounds(bnet.readout, prop)), lower, upper)
     lower, upper = linear_bounds(bnet, setup, C, lower, upper, need_upper)
     return setup, C, lower, upper
 

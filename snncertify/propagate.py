@@ -110,16 +110,26 @@ def forward(ops: list[BoundOp], z: Seq, static: bool, num_steps: int) -> Propaga
 
 
 def interval(
-    ops: list[BoundOp], lo: Seq, hi: Seq, static: bool, num_steps: int, slack: float
+    ops: list[BoundOp], lo: Seq, hi: Seq, static: bool, num_steps: int, slack: float,
+    mem_bounds: dict[int, tuple[list[Tensor], list[Tensor]]] | None = None,
 ) -> Propagation:
-    """S-IBP over the unrolled network; ``slack`` widens membranes (0 at a point)."""
+    """S-IBP over the unrolled network; ``slack`` widens membranes (0 at a point).
+
+    ``mem_bounds``: optional op index -> other sound per-step membrane bounds
+    ``(lower, upper)`` of that Leaky (lists of ``[B, ...]``), intersected with
+    the interval ones at every step before thresholding (see
+    ``LeakyOp.interval_seq``). None (the default) leaves S-IBP unchanged.
+    """
     layers = []
-    for op in ops:
+    for i, op in enumerate(ops):
         if op.stateful:
             rec_l = _stacked(lo, static, num_steps) if static else lo
             rec_u = _stacked(hi, static, num_steps) if static else hi
             cl, cu = _steps(lo, static, num_steps), _steps(hi, static, num_steps)
-            lo, hi, ml, mu = op.interval_seq(cl, cu, slack)
+            if mem_bounds is not None and i in mem_bounds:
+                lo, hi, ml, mu = op.interval_seq(cl, cu, slack, mem_bounds[i])
+            else:
+                lo, hi, ml, mu = op.interval_seq(cl, cu, slack)
             layers.append(LayerRecord(op.path, rec_l, rec_u, ml, mu, lo, hi))
             static = False
         else:

@@ -89,7 +89,8 @@ class LeakyOp(BoundOp):
         return spikes, torch.stack(mems)
 
     def interval_seq(
-        self, cur_l: list[Tensor], cur_u: list[Tensor], slack: float = 0.0
+        self, cur_l: list[Tensor], cur_u: list[Tensor], slack: float = 0.0,
+        mem_bounds: tuple[list[Tensor], list[Tensor]] | None = None,
     ) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]:
         """S-IBP through time.
 
@@ -99,6 +100,11 @@ class LeakyOp(BoundOp):
                 rounding differences between this computation and the
                 forward pass of a perturbed input); 0 gives the exact
                 point computation.
+            mem_bounds: optional other SOUND membrane bounds ``(lower, upper)``,
+                T tensors ``[B, ...]`` each (e.g. refined by CROWN): every
+                step's membrane interval is intersected with them before it
+                is thresholded and carried on (the intersection of two sound
+                intervals is sound). None (the default) changes nothing.
 
         Returns:
             ``(spk_l, spk_u, mem_l, mem_u)``: T spike bounds ``[B, ...]`` each,
@@ -135,6 +141,8 @@ class LeakyOp(BoundOp):
             if slack:  # lo <= hi, so max(|lo|, |hi|) = max(-lo, hi)
                 pad = (torch.maximum(hi, -lo) + 1) * slack
                 lo, hi = lo - pad, hi + pad
+            if mem_bounds is not None:
+                lo, hi = torch.maximum(lo, mem_bounds[0][t]), torch.minimum(hi, mem_bounds[1][t])
             ml, mu = lo, hi
             sl, su = self.spike(ml), self.spike(mu)
             rl, ru = sl.detach(), su.detach()  # next step's reset is this step's spike
