@@ -93,8 +93,8 @@ class AffineOp(BoundOp):
         raise NotImplementedError
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-        centre = (lower + upper) / 2
-        radius = (upper - lower) / 2
+        centre = torch.add(lower, upper).mul_(0.5)  # in place on fresh tensors: fewer passes
+        radius = torch.sub(upper, lower).mul_(0.5)
         c = self.forward(centre)
         r = self.abs_linear(radius)
         return c - r, c + r

@@ -122,8 +122,9 @@ class LeakyOp(BoundOp):
             il, iu = cur_l[t], cur_u[t]
             if self.reset == "subtract":
                 # h(u) = βu - θ H(u - θ): βu up to θ, βu - θ above it (infimum βθ - θ).
-                base_l, base_u = beta * ml + il, beta * mu + iu
-                lo, hi = base_l - rl * thr, base_u - ru * thr
+                base_l, base_u = torch.addcmul(il, beta, ml), torch.addcmul(iu, beta, mu)
+                lo = torch.addcmul(base_l, rl, thr, value=-1)
+                hi = torch.addcmul(base_u, ru, thr, value=-1)
                 unstable = rl != ru
                 lo = torch.where(unstable, torch.minimum(base_l, lift + il), lo)
                 hi = torch.where(unstable, torch.maximum(base_u - thr, beta * thr + iu), hi)
@@ -134,13 +135,13 @@ class LeakyOp(BoundOp):
                 # certain g = 0 >= min(ml, 0), equal to it for θ >= 0).
                 spike_possible = ru > 0
                 gl = torch.where(spike_possible, ml.clamp(max=0), ml)
-                gu = torch.where(spike_possible, thr_pos * (1 - rl), mu)
-                lo, hi = beta * gl + il, beta * gu + iu
+                gu = torch.where(spike_possible, torch.addcmul(thr_pos, rl, thr_pos, value=-1), mu)
+                lo, hi = torch.addcmul(il, beta, gl), torch.addcmul(iu, beta, gu)
             else:
-                lo, hi = beta * ml + il, beta * mu + iu
-            if slack:  # lo <= hi, so max(|lo|, |hi|) = max(-lo, hi)
-                pad = (torch.maximum(hi, -lo) + 1) * slack
-                lo, hi = lo - pad, hi + pad
+                lo, hi = torch.addcmul(il, beta, ml), torch.addcmul(iu, beta, mu)
+            if slack:  # pad = slack (1 + max(|lo|, |hi|)), and max(|lo|, |hi|) = max(-lo, hi)
+                mag = torch.maximum(hi, -lo).add_(1)  # in place on a fresh tensor
+                lo, hi = torch.add(lo, mag, alpha=-slack), torch.add(hi, mag, alpha=slack)
             if mem_bounds is not None:
                 lo, hi = torch.maximum(lo, mem_bounds[0][t]), torch.minimum(hi, mem_bounds[1][t])
             ml, mu = lo, hi
