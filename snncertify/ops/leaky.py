@@ -91,7 +91,7 @@ class LeakyOp(BoundOp):
     def interval_seq(
         self, cur_l: list[Tensor], cur_u: list[Tensor], slack: float = 0.0,
         mem_bounds: tuple[list[Tensor], list[Tensor]] | None = None,
-    ) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]:
+    ) -> tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor]]:
         """S-IBP through time.
 
         Args:
@@ -107,8 +107,8 @@ class LeakyOp(BoundOp):
                 intervals is sound). None (the default) changes nothing.
 
         Returns:
-            ``(spk_l, spk_u, mem_l, mem_u)``: T spike bounds ``[B, ...]`` each,
-            membrane bounds ``[T, B, ...]``. The decay
+            ``(spk_l, spk_u, mem_l, mem_u)``: T tensors ``[B, ...]`` each (not
+            stacked: most callers never read the membranes). The decay
             and reset term is bounded as ONE function of ``U_{t-1}``, which
             is tighter than bounding ``β U`` and ``θ R`` separately.
         """
@@ -149,4 +149,4 @@ class LeakyOp(BoundOp):
             rl, ru = sl.detach(), su.detach()  # next step's reset is this step's spike
             for seq, v in zip(out, (sl, su, ml, mu), strict=True):
                 seq.append(v)
-        return out[0], out[1], torch.stack(out[2]), torch.stack(out[3])
+        return out
