@@ -37,8 +37,8 @@ from torch import Tensor
 from . import encoding as enc
 from . import propagate
 from .methods import register_method, spec_interval
-from .ops import BoundOp, IdentityOp, LeakyOp
-from .propagate import Propagation
+from .ops import BoundOp
+from .propagate import Propagation, ends_in_leaky, rounding_pad
 from .readout import readout_bounds
 from .relax import Relaxation, reset_fn, spike_fn
 from .threat import FlipBudget, Threat
@@ -119,20 +119,13 @@ def make_setup(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Prop
         mem_l[i], mem_u[i] = list(rec.mem_l.unbind(0)), list(rec.mem_u.unbind(0))
     slack = 0.0 if threat.is_point() else bnet.slack
     out_pad = None
-    if slack and not _ends_in_leaky(ops):
-        out_pad = slack * (1 + torch.maximum(prop.out_l.abs(), prop.out_u.abs()))
+    if slack and not ends_in_leaky(ops):
+        out_pad = rounding_pad(prop.out_l, prop.out_u, slack)
     return Setup(
         ops=ops, in_shapes=_in_shapes(ops, sample, x), static=static, first_leaky=leaky[0],
         lo=lo, hi=hi, x0=x if isinstance(threat, FlipBudget) else None, threat=threat,
         mem_l=mem_l, mem_u=mem_u, out_pad=out_pad, slack=slack, num_steps=bnet.steps_for(x),
     )
-
-
-def _ends_in_leaky(ops: list[BoundOp]) -> bool:
-    for op in reversed(ops):
-        if not isinstance(op, IdentityOp):
-            return isinstance(op, LeakyOp)
-    return False
 
 
 def _dot(lam: Tensor, v: Tensor | float) -> Tensor:
@@ -193,7 +186,7 @@ def leaky_backward(
         if lam is None:
             lam = torch.zeros_like(ref[t])
         if setup.slack:
-            pad = setup.slack * (1 + torch.maximum(ml[t].abs(), mu[t].abs()))
+            pad = rounding_pad(ml[t], mu[t], setup.slack)
             const = const - _dot(lam.abs(), pad.unsqueeze(1))  # rounding term e_t
         out[t] = lam
         if t == 0:  # U_0 = 0: f(0) = p1(0) or p2(0), evaluated as the forward does

@@ -135,13 +135,19 @@ def interval(
         else:
             lo, hi = _apply(op, op.interval, lo, hi, static=static)
     lo, hi = _stacked(lo, static, num_steps), _stacked(hi, static, num_steps)
-    if slack and not _ends_in_leaky(ops):
-        pad = slack * (1 + torch.maximum(lo.abs(), hi.abs()))
+    if slack and not ends_in_leaky(ops):
+        pad = rounding_pad(lo, hi, slack)
         lo, hi = lo - pad, hi + pad
     return Propagation(lo, hi, layers)
 
 
-def _ends_in_leaky(ops: list[BoundOp]) -> bool:
+def rounding_pad(lo: Tensor, hi: Tensor, slack: float) -> Tensor:
+    """Float-rounding allowance ``slack * (1 + max(|lo|, |hi|))`` of a bounded value."""
+    return slack * (1 + torch.maximum(lo.abs(), hi.abs()))
+
+
+def ends_in_leaky(ops: list[BoundOp]) -> bool:
+    """Whether the last op that is not an identity is a Leaky (per-step output = spikes)."""
     for op in reversed(ops):
         if not isinstance(op, IdentityOp):
             return isinstance(op, LeakyOp)

@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from . import encoding as enc
 from . import propagate
 from .methods import call_method
-from .ops import IdentityOp, LeakyOp
+from .ops import IdentityOp
 from .parse import parse_network
 from .propagate import Propagation
 from .readout import READOUTS, readout_bounds
@@ -49,13 +49,11 @@ class BoundedSNN(nn.Module):
             raise ValueError(f"slack must be >= 0, got {slack}")
         self.net = net
         self.ops = parse_network(net)
-        if readout == "membrane":
+        if readout == "membrane" and not propagate.ends_in_leaky(self.ops):
             tail = [op for op in self.ops if not isinstance(op, IdentityOp)][-1]
-            if not isinstance(tail, LeakyOp):
-                raise ValueError(
-                    f"readout='membrane' needs the network to end with snn.Leaky, "
-                    f"it ends with {tail.name}"
-                )
+            raise ValueError(
+                f"readout='membrane' needs the network to end with snn.Leaky, it ends with {tail.name}"
+            )
         self.num_steps = num_steps
         self.encoding = encoding
         self.readout = readout
