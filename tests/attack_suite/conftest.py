@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import pytest
 import snntorch as snn
 import torch
-from sklearn.datasets import load_digits
 from torch import Tensor, nn
 
 from snncertify import BoundedSNN, certify
+from snncertify.training import load_digits_split, train_clean
 
 T = 8
 
@@ -40,34 +40,13 @@ def build_net(hidden: int = 64) -> nn.Sequential:
     )
 
 
-def digits() -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    d = load_digits()
-    x = torch.tensor(d.data / 16.0, dtype=torch.float32)
-    y = torch.tensor(d.target, dtype=torch.long)
-    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
-    x, y = x[perm], y[perm]
-    return x[:1400], y[:1400], x[1400:], y[1400:]
-
-
 def train(encoding: str, epochs: int = 5, seed: int = 0, scale: float = 8.0) -> Trained:
-    """Clean training: CE on ``scale * spike rates`` with Adam; returns held-out data."""
+    """Clean training (``snncertify.training``): CE on ``scale * spike rates``; held-out data."""
     torch.manual_seed(seed)
-    xtr, ytr, xte, yte = digits()
-    net = build_net()
-    bnet = certify(net, T, encoding=encoding, readout="rate", seed=seed)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(ytr), generator=gen)
-        for i in range(0, len(ytr), 100):
-            idx = perm[i:i + 100]
-            xb = xtr[idx]
-            noise = bnet.draw_noise(xb, gen) if encoding == "rate" else None
-            loss = nn.functional.cross_entropy(scale * bnet(xb, noise), ytr[idx])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    bnet.eval()
+    xtr, ytr, xte, yte = load_digits_split(seed=seed)
+    bnet = certify(build_net(), T, encoding=encoding, readout="rate", seed=seed)
+    train_clean(bnet, xtr, ytr, logit_scale=scale, epochs=epochs, lr=1e-2, batch_size=100,
+                seed=seed, progress=False)
     return Trained(bnet, xte, yte)
 
 
