@@ -24,6 +24,7 @@ from .classifier import (
 )
 from .evaluate import DEFAULT_ATTACKS, Results, evaluate
 from .report import plot, read_csv, to_csv, to_markdown
+from .spike_search import SpikeSearch
 from .suite import (
     APGD,
     ATTACKS,
@@ -37,8 +38,11 @@ from .suite import (
     Transfer,
     make_attack,
     project,
+    tie_aware,
     worst_case,
 )
+
+ATTACKS["spike-search"] = SpikeSearch
 
 __all__ = [
     "APGD",
@@ -57,6 +61,7 @@ __all__ = [
     "Results",
     "SanityWarning",
     "SoundnessWarning",
+    "SpikeSearch",
     "Square",
     "Transfer",
     "ZeroGradientWarning",
@@ -69,6 +74,7 @@ __all__ = [
     "run_checks",
     "strict_correct",
     "to_csv",
+    "tie_aware",
     "to_markdown",
     "worst_case",
 ]

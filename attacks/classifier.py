@@ -12,8 +12,8 @@ Gradient modes
     Backpropagation through time with each ``snn.Leaky``'s own surrogate
     (``module.spike_grad``, e.g. snnTorch's default ``atan``).
 ``"surrogate:<name>"`` (optionally ``"surrogate:<name>(k=v, ...)"``)
-    BPTT with another surrogate for EVERY Leaky, set through
-    ``LeakyOp.spike_override`` for the duration of a forward only. Names:
+    BPTT with another surrogate for EVERY Leaky, passed to the core forward as
+    an explicit :class:`snncertify.gradmode.Surrogate` (nothing is patched). Names:
     ``atan`` (alpha=2), ``fast_sigmoid`` (slope=25), ``sigmoid`` (slope=25),
     ``triangular`` (width=1), ``straight_through``. ``triangular`` is ours:
     dS/dU = max(0, 1 - |U - θ|/width) / width (snnTorch 1.0's
@@ -68,7 +68,7 @@ from snntorch import surrogate as sg
 from torch import Tensor, nn
 
 from snncertify import BoundedSNN
-from snncertify.ops import LeakyOp
+from snncertify.gradmode import GradMode, OwnSurrogate, RateLaw, Surrogate
 
 __all__ = [
     "GRAD_MODES",
@@ -140,27 +140,6 @@ def make_surrogate(spec: str) -> Callable[[Tensor], Tensor]:
     return SURROGATES[m.group(1)](**kwargs)
 
 
-# ------------------------------------------------------------------ rate mode
-def _rate_law_seq(op: LeakyOp, cur):
-    """Exact ``forward_seq`` values; spikes carry the rate-law gradient (module doc).
-
-    ``cur`` and the returned spikes keep the form ``LeakyOp.forward_seq`` uses
-    (a ``[T, B, ...]`` tensor or a list of T tensors ``[B, ...]``).
-    """
-    spk, mem = type(op).forward_seq(op, cur)
-    cur_t = torch.stack(list(cur)) if isinstance(cur, (list, tuple)) else cur
-    beta = op.beta()
-    thr = torch.as_tensor(op.threshold(), dtype=cur_t.dtype, device=cur_t.device)
-    geo = sum(beta**k for k in range(cur_t.shape[0]))  # Σ_{k<T} β^k, >= 1
-    lo = thr / geo
-    width = (thr - lo).clamp_min(1e-3)
-    rate = ((cur_t.mean(0) - lo) / width).clamp(0, 1)
-    bump = rate - rate.detach()  # exactly 0, carries d rate / d currents
-    if isinstance(spk, (list, tuple)):
-        return type(spk)(s.detach() + bump for s in spk), mem
-    return spk.detach() + bump.unsqueeze(0), mem
-
-
 class _ZeroGrad(torch.autograd.Function):
     """Identity with zero gradient: the exact derivative of a Bernoulli encoder."""
 
@@ -192,7 +171,8 @@ class AttackableSNN(nn.Module):
         bnet: the wrapped network (``snncertify.certify(...)``); not modified
             except transiently during a forward (see ``grad``).
         grad: gradient mode, ``"bptt"``, ``"surrogate:<name>"`` or ``"rate"``
-            (module docstring); a callable spike function is taken as a surrogate.
+            (module docstring), a :class:`snncertify.gradmode.GradMode`, or a
+            callable spike function (taken as a surrogate).
         noise: ``"fixed"`` | ``"fresh"`` | a tensor ``[T, *sample_shape]``
             (rate encoding only; module docstring).
         encoder_grad: ``"ste"`` | ``"exact"`` (rate encoding only).
@@ -255,12 +235,16 @@ class AttackableSNN(nn.Module):
 
     @grad.setter
     def grad(self, mode: str | Callable[[Tensor], Tensor]) -> None:
-        if callable(mode):
-            self._spike_fn = mode
-        elif mode == "bptt" or mode == "rate":
-            self._spike_fn = None
+        if isinstance(mode, GradMode):
+            self._mode = mode
+        elif callable(mode):
+            self._mode = Surrogate(mode, getattr(mode, "__name__", "custom"))
+        elif mode == "bptt":
+            self._mode = OwnSurrogate()
+        elif mode == "rate":
+            self._mode = RateLaw()
         elif isinstance(mode, str) and mode.startswith("surrogate:"):
-            self._spike_fn = make_surrogate(mode.split(":", 1)[1])
+            self._mode = Surrogate(make_surrogate(mode.split(":", 1)[1]), mode)
         else:
             raise ValueError(
                 f"grad must be 'bptt', 'rate', 'surrogate:<name>' ({sorted(SURROGATES)}) "
@@ -271,7 +255,7 @@ class AttackableSNN(nn.Module):
     @property
     def grad_name(self) -> str:
         g = self._grad
-        return g if isinstance(g, str) else getattr(g, "__name__", "custom")
+        return g if isinstance(g, str) else self._mode.name
 
     @property
     def noise(self) -> str | Tensor:
@@ -397,18 +381,7 @@ class AttackableSNN(nn.Module):
             x.register_hook(self._check_grad)
             if self.encoder_grad == "exact" and self.bnet.encoding == "rate":
                 x = _ZeroGrad.apply(x)
-        leaky = [op for op in self.bnet.ops if isinstance(op, LeakyOp)]
-        saved = [op.spike_override for op in leaky]
-        try:
-            for op in leaky:
-                op.spike_override = self._spike_fn  # None: the module's own spike_grad
-                if self._grad == "rate":
-                    op.forward_seq = _rate_law_seq.__get__(op)
-            scores = self.bnet(x, noise)
-        finally:
-            for op, old in zip(leaky, saved, strict=True):
-                op.spike_override = old
-                op.__dict__.pop("forward_seq", None)
+        scores = self.bnet(x, noise, grad=self._mode)
         return scores if self.logit_scale == 1.0 else scores * self.logit_scale
 
     @torch.no_grad()

@@ -34,7 +34,7 @@ from .suite import Attack, check_ball, make_attack
 __all__ = ["DEFAULT_ATTACKS", "Results", "evaluate"]
 
 #: the default suite (see README.md, "Attack evaluation protocol"); add "autoattack", "eot-pgd", transfer as needed.
-DEFAULT_ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "square")
+DEFAULT_ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "square", "spike-search")
 
 
 class Results(list):
@@ -74,6 +74,25 @@ class Results(list):
         raise KeyError(f"no row for eps={eps}, column {column!r}")
 
 
+def _exact_column(clf: AttackableSNN, x: Tensor, y: Tensor, ok0: Tensor, eps: float,
+                  time_limit: float) -> tuple[Tensor, Tensor, Tensor]:
+    """Per sample (bool ``[B]`` each): no counterexample exists (among clean-correct
+    ones), the verifier left it undecided, and it is PROVED robust."""
+    from snncertify import exact as exact_mod
+
+    none = torch.zeros_like(ok0)
+    idx = ok0.nonzero().squeeze(1)
+    if not len(idx):
+        return none, none.clone(), none.clone()
+    res = exact_mod.verify(clf.bnet, x[idx], y[idx], eps, noise=clf.eval_noise(x[idx]),
+                           time_limit=time_limit)
+    upper = torch.tensor([r.margin_upper > 0 for r in res], device=ok0.device)
+    lower = torch.tensor([r.margin_lower > 0 for r in res], device=ok0.device)
+    no_cex, undecided, proved = none.clone(), none.clone(), none.clone()
+    no_cex[idx], proved[idx], undecided[idx] = upper, lower, upper & ~lower
+    return no_cex, undecided, proved
+
+
 def _batches(data, batch_size: int) -> list[tuple[Tensor, Tensor]]:
     if isinstance(data, (tuple, list)) and len(data) == 2 and isinstance(data[0], Tensor):
         x, y = data
@@ -104,6 +123,8 @@ def evaluate(
     near_zero: float = 0.05,
     margin: float = 0.10,
     keep_adversarial: bool = False,
+    exact: bool = False,
+    exact_time_limit: float = 30.0,
 ) -> Results:
     """Attack ``model`` at every eps with every attack; return the table rows.
 
@@ -126,6 +147,16 @@ def evaluate(
             eps >= this must be <= ``near_zero``.
         margin: "wide margin" of the Square-vs-gradient and transfer checks.
         keep_adversarial: keep every attack's outputs in ``results.adversarial``.
+        exact: add the column ``"exact"``: the exact MILP verifier
+            (``snncertify.exact.verify``, small networks only: it raises a
+            ValueError naming the size otherwise) searched every sample the
+            attacks left robust for a counterexample; a sample counts iff none
+            exists. Where every sample is decided (row field ``undecided`` = 0)
+            this is the TRUE robust accuracy, and ``robust - exact`` is what the
+            attacks missed. It also checks every attack break against the
+            verifier's proofs (a proved-robust sample broken is a
+            :class:`~attacks.checks.SoundnessWarning`).
+        exact_time_limit: seconds per MILP solve.
 
     Returns:
         :class:`Results` (a list of row dicts: ``eps``, ``attack`` (column
@@ -153,7 +184,7 @@ def evaluate(
 
     clean = [clf.correct(x, y) for x, y in batches]
     results = Results()
-    bar = tqdm(total=len(eps_list) * len(batches) * (len(atks) + len(methods)),
+    bar = tqdm(total=len(eps_list) * len(batches) * (len(atks) + len(methods) + int(exact)),
                disable=not progress, desc="evaluate", leave=False)
     robust_by_eps: dict[float, Tensor] = {}
     cert_by_eps: dict[float, dict[str, Tensor]] = {}
@@ -163,6 +194,9 @@ def evaluate(
             secs = dict.fromkeys(labels, 0.0)
             certs: dict[str, list[Tensor]] = {m: [] for m in methods}
             advs: dict[str, list[Tensor]] = {lab: [] for lab in labels}
+            exact_cols: list[Tensor] = []
+            exact_undecided: list[Tensor] = []
+            exact_proved: list[Tensor] = []
             for (x, y), ok0 in zip(batches, clean, strict=True):
                 idx = ok0.nonzero().squeeze(1)
                 for atk, lab in zip(atks, labels, strict=True):
@@ -182,6 +216,13 @@ def evaluate(
                     if keep_adversarial:
                         advs[lab].append(x_out.cpu())
                     bar.update(1)
+                if exact:
+                    bar.set_postfix_str(f"eps={e:g} exact")
+                    ex, und, proved = _exact_column(clf, x, y, ok0, e, exact_time_limit)
+                    exact_cols.append(ex)
+                    exact_undecided.append(und)
+                    exact_proved.append(proved)
+                    bar.update(1)
                 for m in methods:
                     bar.set_postfix_str(f"eps={e:g} certify {m}")
                     with torch.no_grad():
@@ -199,6 +240,10 @@ def evaluate(
             cert_by_eps[e] = {}
             for m in methods:
                 masks[f"certified ({m})"] = cert_by_eps[e][m] = torch.cat(certs[m]).cpu()
+            if exact:
+                masks["exact"] = torch.cat(exact_cols).cpu() & robust
+                undecided = int(torch.cat(exact_undecided).sum())
+                cert_by_eps[e]["exact"] = torch.cat(exact_proved).cpu()
             results.masks[e] = masks
             if keep_adversarial:
                 results.adversarial[e] = {lab: torch.cat(v) for lab, v in advs.items()}
@@ -219,6 +264,8 @@ def evaluate(
             for atk, lab in zip(atks, labels, strict=True):
                 results.append(row(lab, "attack", masks[lab], atk, secs[lab]))
             results.append(row("robust", "robust", robust, sec=sum(secs.values())))
+            if exact:
+                results.append({**row("exact", "exact", masks["exact"]), "undecided": undecided})
             for m in methods:
                 results.append(row(f"certified ({m})", "certified", masks[f"certified ({m})"]))
     finally:

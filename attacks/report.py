@@ -1,7 +1,7 @@
 """Rows of an evaluation -> CSV, Markdown table, PNG plot (matplotlib, Agg backend).
 
 A row is a dict with at least ``eps``, ``attack``, ``kind`` (``clean`` |
-``attack`` | ``robust`` | ``certified``) and ``accuracy`` (a fraction in
+``attack`` | ``robust`` | ``exact`` | ``certified``) and ``accuracy`` (a fraction in
 [0, 1]); :func:`attacks.evaluate` adds ``correct``, ``n``, ``grad``,
 ``gradient_based``, ``transfer`` and ``seconds``.
 """
@@ -21,7 +21,7 @@ FIELDS = (
     "eps", "attack", "kind", "accuracy", "correct", "n", "grad",
     "gradient_based", "transfer", "seconds",
 )
-_ORDER = {"clean": 0, "attack": 1, "robust": 2, "certified": 3}
+_ORDER = {"clean": 0, "attack": 1, "robust": 2, "exact": 3, "certified": 4}
 
 
 def to_csv(rows: Sequence[dict], path: str | os.PathLike) -> None:
@@ -97,6 +97,7 @@ def plot(rows: Sequence[dict], path: str | os.PathLike, title: str | None = None
         style = {
             "clean": dict(color="grey", linestyle=":", linewidth=1.2),
             "robust": dict(color="black", linewidth=2.6),
+            "exact": dict(color="red", linewidth=1.8, linestyle="-.", marker="s", markersize=4),
             "certified": dict(linestyle="--", linewidth=1.8),
         }.get(kind, dict(linewidth=1.2, marker="o", markersize=3))
         ax.plot(xs, ys, label=name, **style)

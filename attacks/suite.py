@@ -41,6 +41,7 @@ import torchattacks
 from torch import Tensor, nn
 
 from snncertify import BoundedSNN
+from snncertify.gradmode import OwnSurrogate
 
 from .classifier import AttackableSNN, strict_correct
 
@@ -58,6 +59,7 @@ __all__ = [
     "Transfer",
     "make_attack",
     "project",
+    "tie_aware",
     "worst_case",
 ]
 
@@ -118,6 +120,51 @@ class _ImageView(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.clf(x.reshape(x.shape[0], *self.sample_shape))
+
+
+def tie_aware(cls: type) -> type:
+    """A torchattacks attack class whose logits count a TIE as a success.
+
+    torchattacks decides success by ``argmax`` (a tie won by the lower index
+    counts as correct) and its losses do not aim at ties. The subclass lowers the
+    TRUE class's logit by ``TIE_MARGIN * (1 + |logit|)`` (far below one spike's
+    worth of score), so a tie reads as misclassified in its tests, its best-point
+    tracking and its losses. The labels of the batch being attacked are
+    registered where torchattacks receives them (``forward``, APGD's and
+    Square's ``attack_single_run``, Square's ``margin_and_loss``) and matched by
+    batch size, the most recent first. Final success is always re-judged by
+    :func:`strict_correct` on the real scores, so the shift can never count a
+    sample as broken that is not.
+    """
+
+    def register(self, y):
+        if "_tie_labels" not in self.__dict__:  # past torchattacks' attribute tracking
+            object.__setattr__(self, "_tie_labels", {})
+        self._tie_labels[len(y)] = y
+
+    def get_logits(self, inputs, labels=None, *args, **kwargs):
+        logits = cls.get_logits(self, inputs, labels, *args, **kwargs)
+        y = self.__dict__.get("_tie_labels", {}).get(len(inputs))
+        if y is None:
+            return logits
+        true = logits.gather(1, y.view(-1, 1))
+        shift = TIE_MARGIN * (1 + true.detach().abs())
+        return logits.scatter(1, y.view(-1, 1), true - shift)
+
+    body: dict = {"get_logits": get_logits}
+    for name in ("forward", "attack_single_run", "margin_and_loss"):
+        if hasattr(cls, name):
+            def hook(self, x, y, *a, _name=name, **k):
+                register(self, y)
+                return getattr(cls, _name)(self, x, y, *a, **k)
+            body[name] = hook
+    return type(f"TieAware{cls.__name__}", (cls,), body)
+
+
+#: relative amount by which :func:`tie_aware` attacks lower the true class's logit.
+TIE_MARGIN = 1e-5
+_TA = {name: tie_aware(getattr(torchattacks, name))
+       for name in ("FGSM", "PGD", "EOTPGD", "APGD", "Square")}
 
 
 class Attack:
@@ -205,7 +252,7 @@ class FGSM(Attack):
     name = "FGSM"
 
     def perturb(self, model, x, y, eps):
-        return torchattacks.FGSM(model, eps=eps)(x, y)
+        return _TA["FGSM"](model, eps=eps)(x, y)
 
 
 class PGD(Attack):
@@ -240,7 +287,7 @@ class PGD(Attack):
         return self.step_size if self.step_size is not None else self.rel_step * eps / self.steps
 
     def _one(self, model, x, y, eps):
-        return torchattacks.PGD(
+        return _TA["PGD"](
             model, eps=eps, alpha=self.alpha(eps), steps=self.steps, random_start=self.random_start
         )(x, y)
 
@@ -278,7 +325,7 @@ class EOTPGD(PGD):
 
     def _one(self, model, x, y, eps):
         n = self.eot_iter if self.clf.stochastic else 1
-        return torchattacks.EOTPGD(
+        return _TA["EOTPGD"](
             model, eps=eps, alpha=self.alpha(eps), steps=self.steps, eot_iter=n,
             random_start=self.random_start,
         )(x, y)
@@ -310,7 +357,7 @@ class APGD(Attack):
         return f"{self.name}-{self.steps}" + (f"x{self.restarts}" if self.restarts > 1 else "")
 
     def perturb(self, model, x, y, eps):
-        return torchattacks.APGD(
+        return _TA["APGD"](
             model, norm="Linf", eps=eps, steps=self.steps, n_restarts=self.restarts,
             seed=self.seed, loss=self.loss, eot_iter=self.eot_iter, rho=self.rho,
         )(x, y)
@@ -341,7 +388,7 @@ class Square(Attack):
         return f"Square-{self.n_queries}"
 
     def perturb(self, model, x, y, eps):
-        return torchattacks.Square(
+        return _TA["Square"](
             model, norm="Linf", eps=eps, n_queries=self.n_queries, n_restarts=self.restarts,
             p_init=self.p_init, loss=self.loss, resc_schedule=True, seed=self.seed,
         )(x, y)
@@ -407,7 +454,7 @@ class _AnyClassifier(AttackableSNN):
     def __init__(self, model: nn.Module) -> None:
         nn.Module.__init__(self)  # deliberately not AttackableSNN.__init__: no SNN here
         self.model = model
-        self._grad, self._noise, self._spike_fn = "bptt", "fixed", None
+        self._grad, self._noise, self._mode = "bptt", "fixed", OwnSurrogate()
         self.grad_stats = {"calls": 0, "zero_calls": 0, "samples": 0, "zero_samples": 0}
         self.warn_zero_grad = True
         self.encoder_grad = "ste"
@@ -454,6 +501,7 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "eot-pgd": EOTPGD,
     "transfer": Transfer,
 }
+# "spike-search" (attacks.spike_search.SpikeSearch) is registered by the package's __init__.
 
 
 def make_attack(spec: str | Attack, **kwargs) -> Attack:

@@ -13,9 +13,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .gradmode import GradMode, OwnSurrogate
 from .threat import FlipBudget, FlipMask, LinfBall, Threat
 
 ENCODINGS = ("direct", "rate", "event")
+_OWN = OwnSurrogate()
 
 
 def check_input(encoding: str, x: Tensor) -> None:
@@ -44,16 +46,16 @@ def check_noise(noise: Tensor, x: Tensor, num_steps: int) -> None:
         raise ValueError(f"rate noise must have shape {list(want)}, got {list(noise.shape)}")
 
 
-def encode(encoding: str, x: Tensor, noise: Tensor | None) -> tuple[Tensor, bool]:
+def encode(
+    encoding: str, x: Tensor, noise: Tensor | None, grad: GradMode | None = None
+) -> tuple[Tensor, bool]:
     """First-layer input. Returns ``(z, static)``: ``z`` is ``[B, ...]`` when
-    static (same at every step), else ``[T, B, ...]``."""
+    static (same at every step), else ``[T, B, ...]``. ``grad`` forms the rate
+    encoder's spikes (default: exact values, straight-through gradient)."""
     if encoding == "direct":
         return x, True
     if encoding == "rate":
-        spikes = (x > noise).to(x.dtype)
-        if x.requires_grad:
-            spikes = spikes + (x - x.detach())  # + exact 0: straight-through gradient
-        return spikes, False
+        return (grad or _OWN).encode_rate(x, noise), False
     return x, False
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from .gradmode import GradMode
 from .ops import BoundOp, IdentityOp, LeakyOp
 
 Seq = Tensor | list[Tensor]  # [B, ...] when static, else T tensors [B, ...]
@@ -94,13 +95,18 @@ def _stacked(z: Seq, static: bool, num_steps: int) -> Tensor:
     return z.unsqueeze(0).expand((num_steps, *z.shape)) if static else torch.stack(list(z))
 
 
-def forward(ops: list[BoundOp], z: Seq, static: bool, num_steps: int) -> Propagation:
-    """Exact forward. ``z``: ``[B, ...]`` if static, else ``[T, B, ...]`` or T tensors."""
+def forward(
+    ops: list[BoundOp], z: Seq, static: bool, num_steps: int, grad: GradMode | None = None
+) -> Propagation:
+    """Exact forward. ``z``: ``[B, ...]`` if static, else ``[T, B, ...]`` or T tensors.
+
+    ``grad``: gradient mode of every Leaky for this call (None: their own surrogates).
+    """
     layers = []
     for op in ops:
         if op.stateful:
             cur = _stacked(z, static, num_steps) if static else z
-            z, mem = op.forward_seq(_steps(z, static, num_steps))
+            z, mem = op.forward_seq(_steps(z, static, num_steps), grad)
             layers.append(LayerRecord(op.path, cur, cur, mem, mem, z, z))
             static = False
         else:

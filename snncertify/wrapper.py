@@ -7,6 +7,7 @@ from torch import Tensor, nn
 
 from . import encoding as enc
 from . import propagate
+from .gradmode import GradMode
 from .methods import call_method
 from .ops import IdentityOp
 from .parse import parse_network
@@ -99,16 +100,25 @@ class BoundedSNN(nn.Module):
         return noise
 
     # ---------------------------------------------------------------- forward
-    def trace(self, x: Tensor, noise: Tensor | None = None) -> tuple[Tensor, Propagation]:
+    def trace(
+        self, x: Tensor, noise: Tensor | None = None, grad: GradMode | None = None
+    ) -> tuple[Tensor, Propagation]:
         """Forward pass that also returns every Leaky's currents, membranes and spikes."""
         noise = self._prepare(x, noise)
-        z, static = enc.encode(self.encoding, x, noise)
-        prop = propagate.forward(self.ops, z, static, self.steps_for(x))
+        z, static = enc.encode(self.encoding, x, noise, grad)
+        prop = propagate.forward(self.ops, z, static, self.steps_for(x), grad)
         return readout_bounds(self.readout, prop)[0], prop
 
-    def forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
-        """Scores ``[B, K]`` from a fresh state, bit-identical to the snnTorch net."""
-        return self.trace(x, noise)[0]
+    def forward(
+        self, x: Tensor, noise: Tensor | None = None, grad: GradMode | None = None
+    ) -> Tensor:
+        """Scores ``[B, K]`` from a fresh state, bit-identical to the snnTorch net.
+
+        ``grad`` (:mod:`snncertify.gradmode`) chooses the backward for this call
+        only (None: each Leaky's own surrogate); a :class:`~snncertify.gradmode.Relaxed`
+        mode changes the values too (a smooth stand-in, never a prediction).
+        """
+        return self.trace(x, noise, grad)[0]
 
     # ----------------------------------------------------------------- bounds
     def threat(self, x: Tensor, eps) -> Threat:

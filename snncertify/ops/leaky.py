@@ -17,7 +17,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..gradmode import GradMode, OwnSurrogate
 from .base import BoundOp
+
+_OWN = OwnSurrogate()
 
 RESET_MODES = ("subtract", "zero", "none")
 
@@ -49,12 +52,6 @@ class LeakyOp(BoundOp):
 
     stateful = True
 
-    def __init__(self, module, path: str) -> None:
-        super().__init__(module, path)
-        #: replaces ``module.spike_grad`` when set (e.g. an attack's surrogate);
-        #: the forward value must stay the strict Heaviside.
-        self.spike_override = None
-
     @property
     def reset(self) -> str:
         return self.module.reset_mechanism
@@ -67,26 +64,34 @@ class LeakyOp(BoundOp):
 
     def spike(self, mem: Tensor) -> Tensor:
         """``H(mem - θ)`` with the module's surrogate gradient."""
-        fn = self.spike_override or self.module.spike_grad
-        return fn(mem - self.module.threshold)
+        return self.module.spike_grad(mem - self.module.threshold)
 
-    def forward_seq(self, cur: list[Tensor]) -> tuple[list[Tensor], Tensor]:
+    def forward_seq(
+        self, cur: list[Tensor], grad: GradMode | None = None
+    ) -> tuple[list[Tensor], Tensor]:
         """Exact dynamics. ``cur``: T currents ``[B, ...]`` -> (T spikes ``[B, ...]``,
-        membranes ``[T, B, ...]``)."""
+        membranes ``[T, B, ...]``).
+
+        ``grad``: the gradient mode of this call (:mod:`snncertify.gradmode`;
+        None: the module's own surrogate). Nothing is stored on the op.
+        """
+        mode = grad or _OWN
         beta, thr = self.beta(), self.threshold()
         mem = torch.zeros_like(cur[0])
         spikes, mems = [], []
+        spk = mode.spike(self, mem - thr)
         for t in range(len(cur)):
-            reset = self.spike(mem).detach()
+            reset = mode.reset(self, spk)
             if self.reset == "subtract":
                 mem = beta * mem + cur[t] - reset * thr
             elif self.reset == "zero":
                 mem = beta * ((1 - reset) * mem) + cur[t]
             else:
                 mem = beta * mem + cur[t]
-            spikes.append(self.spike(mem))
+            spk = mode.spike(self, mem - thr)
+            spikes.append(spk)
             mems.append(mem)
-        return spikes, torch.stack(mems)
+        return mode.finish(self, cur, spikes), torch.stack(mems)
 
     def interval_seq(
         self, cur_l: list[Tensor], cur_u: list[Tensor], slack: float = 0.0,

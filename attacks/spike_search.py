@@ -1,0 +1,234 @@
+"""``SpikeSearch``: an attack made for the discrete outputs of spiking networks.
+
+Spike-count scores are piecewise constant in the input: a gradient of the
+exact scores is zero almost everywhere, surrogate gradients point nowhere in
+particular, and the argmax tests inside torchattacks do not aim at ties. Held
+against the exact MILP verifier (``benchmarks/bench_attack_truth.py``), what
+found the samples those attacks missed was:
+
+1. **Relaxed PGD.** Sign-gradient steps on the margin ``s_y - max_{j != y} s_j``
+   of the :class:`~snncertify.gradmode.Relaxed` network (every Heaviside a
+   sigmoid of temperature ``tau``; the rate encoder too), with ``tau``
+   annealed from ``taus[0]`` to ``taus[1]`` (continuation from a smooth
+   landscape to the real one). Every iterate is judged on the EXACT network.
+2. **Lexicographic local search.** Witnesses of the exact verifier lie on
+   box corners in most coordinates and need precise values in a few, so a
+   hill climb over (a) single coordinates set to one of ``levels`` values of
+   their box ``[max(x - eps, 0), min(x + eps, 1)]`` (for rate input: the box
+   ends and the noise draws inside it, the only values where the input spikes
+   change), and (b) ``line`` points along the relaxed gradient of several
+   temperatures. A move is accepted when it lowers the key
+   ``(exact margin, relaxed margin)`` lexicographically: the exact margin
+   decides, the relaxed one (temperature ``key_tau``) moves the search across
+   the plateaus where the exact margin is flat. Restarts begin at the relaxed
+   PGD point and then at random box corners.
+
+A sample counts as broken when its exact margin is ``<= 0``: a tie is a
+success (the project's criterion: a tie is never a correct prediction). The
+search stops per sample at its first success. Cost per sample and restart: at
+most ``iters`` rounds of ``min(d, coords) * levels + 8 * line`` forward passes
+(batched); ``coords`` draws a seeded random subset of coordinates per round for
+large inputs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from snncertify.gradmode import Relaxed
+
+from .suite import Attack
+
+__all__ = ["SpikeSearch"]
+
+
+def _margin(scores: Tensor, y: Tensor, tgt: Tensor | None = None) -> Tensor:
+    """``s_y - max_{j != y} s_j`` ``[B]`` (<= 0: broken, a tie included), or
+    ``s_y - s_tgt`` against one target class ``tgt`` ``[B]``."""
+    true = scores.gather(1, y[:, None]).squeeze(1)
+    if tgt is not None:
+        return true - scores.gather(1, tgt[:, None]).squeeze(1)
+    return true - scores.scatter(1, y[:, None], float("-inf")).amax(1)
+
+
+def _lex_better(em: Tensor, sm: Tensor, em0: Tensor, sm0: Tensor) -> Tensor:
+    """``(em, sm) < (em0, sm0)`` lexicographically (bool, elementwise)."""
+    return (em < em0) | ((em == em0) & (sm < sm0 - 1e-7))
+
+
+class SpikeSearch(Attack):
+    """Relaxed-network PGD plus lexicographic coordinate/line search (module doc).
+
+    Args:
+        pgd_steps: relaxed PGD steps (0 skips the phase).
+        taus: start and end temperature of the relaxed PGD anneal.
+        restarts: local-search restarts (the first from the PGD point).
+        iters: local-search rounds per restart (stops early at a local optimum).
+        levels: values per coordinate for direct input (box ends included).
+        line: points per gradient line (0: coordinate moves only).
+        line_taus: temperatures whose relaxed gradients give the lines.
+        key_tau: temperature of the relaxed margin that breaks exact-margin ties.
+        coords: coordinates tried per round (all when the input has fewer).
+        max_candidates: forward passes per batched call (bounds memory).
+    """
+
+    name = "SpikeSearch"
+    images = False
+
+    def __init__(
+        self, pgd_steps: int = 50, taus: tuple[float, float] = (0.3, 0.03), restarts: int = 5,
+        iters: int = 100, levels: int = 9, line: int = 16,
+        line_taus: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0), key_tau: float = 0.3,
+        coords: int = 64, max_candidates: int = 16384, **kw,
+    ) -> None:
+        super().__init__(**kw)
+        if pgd_steps < 0 or restarts < 0 or iters < 0 or levels < 2 or line < 0 or coords < 1:
+            raise ValueError("SpikeSearch: pgd_steps, restarts, iters, line >= 0, levels >= 2, "
+                             "coords >= 1")
+        if not (len(taus) == 2 and min(taus) > 0 and key_tau > 0 and all(t > 0 for t in line_taus)):
+            raise ValueError("SpikeSearch: temperatures must be > 0 (taus: a (start, end) pair)")
+        self.pgd_steps, self.taus, self.restarts, self.iters = int(pgd_steps), taus, restarts, iters
+        self.levels, self.line, self.line_taus, self.key_tau = levels, line, line_taus, key_tau
+        self.coords, self.max_candidates = int(coords), int(max_candidates)
+
+    def _label(self) -> str:
+        return f"SpikeSearch-{self.pgd_steps}+{self.restarts}x{self.iters}"
+
+    # ----------------------------------------------------------------- helpers
+    def _scores(self, x: Tensor, shape, grad=None) -> Tensor:
+        """Scores of flat inputs ``[N, d]`` on the fixed draw (exact unless ``grad``)."""
+        xs = x.reshape(x.shape[0], *shape)
+        noise = self.clf.eval_noise(xs)
+        return self.clf.bnet(xs, noise, grad=grad)
+
+    @torch.no_grad()
+    def _key(self, x: Tensor, y: Tensor, shape, tgt: Tensor | None = None,
+             tau: float | None = None) -> tuple[Tensor, Tensor]:
+        """(exact margin, relaxed margin) ``[N]`` each, in chunks of ``max_candidates``
+        (against the target classes ``tgt`` ``[N]`` when given)."""
+        em, sm = [], []
+        relaxed = Relaxed(tau or self.key_tau)
+        c = self.max_candidates
+        for i in range(0, x.shape[0], c):
+            xi, yi = x[i:i + c], y[i:i + c]
+            ti = None if tgt is None else tgt[i:i + c]
+            em.append(_margin(self._scores(xi, shape), yi, ti))
+            sm.append(_margin(self._scores(xi, shape, relaxed), yi, ti))
+        return torch.cat(em), torch.cat(sm)
+
+    def _relaxed_grad(self, x: Tensor, y: Tensor, shape, tau: float) -> Tensor:
+        with torch.enable_grad():
+            xg = x.detach().requires_grad_(True)
+            loss = _margin(self._scores(xg, shape, Relaxed(tau)), y).sum()
+            (g,) = torch.autograd.grad(loss, xg)
+        return g
+
+    # ------------------------------------------------------------------ phases
+    def _relaxed_pgd(self, x, y, lo, hi, eps, shape, best, bem, bsm):
+        cur = x.clone()
+        t0, t1 = self.taus
+        for i in range(self.pgd_steps):
+            frac = i / max(self.pgd_steps - 1, 1)
+            g = self._relaxed_grad(cur, y, shape, t0 * (t1 / t0) ** frac)
+            step = 0.1 * eps * (1 - 0.9 * frac)
+            cur = torch.minimum(torch.maximum(cur - step * g.sign(), lo), hi)
+            em, sm = self._key(cur, y, shape)
+            upd = _lex_better(em, sm, bem, bsm)
+            best[upd], bem[upd], bsm[upd] = cur[upd], em[upd], sm[upd]
+        return best, bem, bsm
+
+    def _values(self, x, lo, hi, shape) -> Tensor:
+        """Candidate values per coordinate ``[B, d, L]``."""
+        if self.clf.bnet.encoding == "rate":
+            r = self.clf.eval_noise(x.reshape(x.shape[0], *shape)).reshape(
+                -1, x.shape[0], x.shape[1]).permute(1, 2, 0)  # [B, d, T]
+            inside = (r > lo[..., None]) & (r < hi[..., None])
+            return torch.cat([lo[..., None], hi[..., None], torch.where(inside, r, lo[..., None])], 2)
+        lv = torch.linspace(0, 1, self.levels, device=x.device, dtype=x.dtype)
+        return lo[..., None] + lv * (hi - lo)[..., None]
+
+    def _candidates(self, cur, y, lo, hi, vals, eps, shape, gen) -> Tensor:
+        """``[b, n, d]`` neighbours of ``cur`` ``[b, d]``: coordinate and line moves."""
+        b, d = cur.shape
+        pick = torch.randperm(d, generator=gen)[: min(d, self.coords)].to(cur.device)
+        L = vals.shape[2]
+        n = len(pick) * L
+        c = cur.unsqueeze(1).repeat(1, n, 1)
+        cols = pick.repeat_interleave(L)
+        c[:, torch.arange(n, device=cur.device), cols] = vals[:, pick].reshape(b, n)
+        if self.line:
+            steps = torch.linspace(0, 2 * eps, self.line + 1, device=cur.device, dtype=cur.dtype)[1:]
+            lines = []
+            for tau in self.line_taus:
+                g = self._relaxed_grad(cur, y, shape, tau)
+                g = g / g.abs().amax(1, keepdim=True).clamp_min(1e-12)
+                for direction in (g, g.sign()):
+                    lines.append(cur[:, None] - steps[None, :, None] * direction[:, None])
+            lc = torch.cat(lines, 1)
+            lc = torch.minimum(torch.maximum(lc, lo[:, None]), hi[:, None])
+            c = torch.cat([c, lc], 1)
+        return c
+
+    def _local_search(self, x, y, lo, hi, eps, shape, start, gen, tgt=None, tau=None):
+        vals = self._values(x, lo, hi, shape)
+        cur = start.clone()
+        em, sm = self._key(cur, y, shape, tgt, tau)
+        for _ in range(self.iters):
+            alive = (em > 0).nonzero().squeeze(1)
+            if not len(alive):
+                break
+            c = self._candidates(cur[alive], y[alive], lo[alive], hi[alive], vals[alive], eps,
+                                 shape, gen)
+            b, n, d = c.shape
+            ta = None if tgt is None else tgt[alive].repeat_interleave(n)
+            cem, csm = self._key(c.reshape(b * n, d), y[alive].repeat_interleave(n), shape, ta, tau)
+            cem, csm = cem.view(b, n), csm.view(b, n)
+            lowest = cem == cem.amin(1, keepdim=True)
+            k = torch.where(lowest, csm, torch.full_like(csm, math.inf)).argmin(1)
+            pick = torch.arange(b, device=x.device)
+            nem, nsm = cem[pick, k], csm[pick, k]
+            better = _lex_better(nem, nsm, em[alive], sm[alive])
+            if not bool(better.any()):
+                break
+            idx = alive[better]
+            cur[idx] = c[pick[better], k[better]]
+            em[idx], sm[idx] = nem[better], nsm[better]
+        if tgt is not None:  # judged untargeted from here on
+            em, sm = self._key(cur, y, shape)
+        return cur, em, sm
+
+    # ------------------------------------------------------------------ attack
+    def perturb(self, model, x: Tensor, y: Tensor, eps: float) -> Tensor:
+        shape = tuple(x.shape[1:])
+        xf = x.reshape(x.shape[0], -1)
+        lo, hi = (xf - eps).clamp(0, 1), (xf + eps).clamp(0, 1)
+        gen = torch.Generator().manual_seed(self.seed)
+        best = xf.clone()
+        bem, bsm = self._key(best, y, shape)
+        if self.pgd_steps:
+            best, bem, bsm = self._relaxed_pgd(xf, y, lo, hi, eps, shape, best, bem, bsm)
+        with torch.no_grad():  # competitors, most threatening first (relaxed clean scores)
+            rank = self._scores(xf, shape, Relaxed(self.key_tau)).scatter(
+                1, y[:, None], float("-inf")).argsort(1, descending=True)
+        for r in range(self.restarts):
+            alive = (bem > 0).nonzero().squeeze(1)
+            if not len(alive):
+                break
+            tgt = tau = None
+            if r == 0:
+                start = best[alive]
+            else:
+                corner = torch.randint(0, 2, (len(alive), xf.shape[1]), generator=gen).to(xf)
+                start = lo[alive] + corner * (hi[alive] - lo[alive])
+                if r % 2 == 0:  # even restarts aim at one competitor: ties are pairwise
+                    tgt = rank[alive, (r // 2 - 1) % min(3, rank.shape[1] - 1)]
+                tau = self.key_tau * (1.0, 3.0, 1 / 3)[r % 3]
+            cur, em, sm = self._local_search(xf[alive], y[alive], lo[alive], hi[alive], eps,
+                                             shape, start, gen, tgt, tau)
+            upd = _lex_better(em, sm, bem[alive], bsm[alive])
+            idx = alive[upd]
+            best[idx], bem[idx], bsm[idx] = cur[upd], em[upd], sm[upd]
+        return best.reshape(x.shape)

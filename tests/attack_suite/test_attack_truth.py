@@ -1,0 +1,132 @@
+"""Attacks held against the truth: ties count as success, exact-proved samples never break,
+and on a small net the default suite breaks what the exact verifier says is breakable."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import snntorch as snn
+import torch
+from torch import nn
+
+import attacks
+from snncertify import certify, exact
+from snncertify.gradmode import Relaxed
+from snncertify.training import load_digits_split, train_clean
+
+# every attack the suite can run by name (transfer needs a source: given below)
+ALL = ["fgsm", "pgd", "apgd-ce", "apgd-dlr", "square", "eot-pgd", "spike-search", "transfer"]
+
+
+def tie_only_model() -> tuple:
+    """Integrate-and-fire outputs over T = 2 steps, current ``I``: class 0 (I = 2) fires twice;
+    class 1 (I = 2 x_0) fires once for x_0 in (1/4, 1/2] and twice above; class 2 never.
+    From x_0 = 0.4 with eps 0.2 the only reachable error is a TIE (scores 1, 1, 0): no
+    strict misclassification exists, and the competitors are not tied with each other
+    (which would route DLR's gradient to the dead class 2)."""
+    lin = nn.Linear(4, 3)
+    with torch.no_grad():
+        lin.weight.zero_()
+        lin.bias.copy_(torch.tensor([2.0, 0.0, -5.0]))
+        lin.weight[1, 0] = 2.0
+    net = nn.Sequential(lin, snn.Leaky(beta=1.0, threshold=1.0, init_hidden=True, output=True))
+    bnet = certify(net, 2, encoding="direct", readout="rate")
+    x = torch.tensor([[0.4, 0.3, 0.6, 0.5]] * 3)
+    y = torch.zeros(3, dtype=torch.long)
+    return bnet, x, y
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_tie_counts_as_success_for_every_attack(name):
+    bnet, x, y = tie_only_model()
+    clf = attacks.AttackableSNN(bnet)
+    assert bool(clf.correct(x, y).all())
+    kw = {"source": bnet} if name == "transfer" else {}
+    atk = attacks.make_attack(name, **kw)
+    x_adv = atk(clf, x, y, 0.2)
+    scores = bnet(x_adv)
+    assert torch.equal(scores[:, 0], scores[:, 1]), (name, scores)  # a tie, and it was kept
+    assert not bool(attacks.strict_correct(scores, y).any()), name
+    assert float((x_adv - x).abs().max()) <= 0.2 + 1e-6
+
+
+def test_tie_aware_logits_only_shift_the_true_class():
+    bnet, x, y = tie_only_model()
+    clf = attacks.AttackableSNN(bnet)
+    tied = torch.tensor([[0.6, 0.3, 0.6, 0.5]] * 3)
+    pgd = attacks.suite._TA["PGD"](clf, eps=0.1, alpha=0.01, steps=1)
+    pgd.forward(tied, y)  # registers the labels of this batch
+    logits = pgd.get_logits(tied)
+    raw = clf(tied)
+    assert logits.argmax(1).tolist() == [1, 1, 1]  # the tie reads as a miss
+    assert torch.equal(logits[:, 1], raw[:, 1])
+    assert bool((raw[:, 0] - logits[:, 0] < 1e-4).all())
+
+
+def test_relaxed_mode_is_smooth_and_tends_to_the_exact_net(direct_model):
+    bnet, x = direct_model.bnet, direct_model.x[:64]
+    exact_scores = bnet(x)
+    err = [float((bnet(x, grad=Relaxed(t)) - exact_scores).abs().mean()) for t in (0.3, 0.03, 0.003)]
+    assert err[0] > err[1] > err[2]
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(bnet(xg, grad=Relaxed(0.3)).sum(), xg)
+    assert g.abs().sum() > 0
+    assert torch.equal(bnet(x), exact_scores)  # nothing stays switched
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    """digits 64-12-10, T = 3, clean-trained: small enough for the exact verifier."""
+    torch.manual_seed(7)
+    xtr, ytr, xte, yte = load_digits_split(seed=7)
+    net = nn.Sequential(nn.Linear(64, 12), snn.Leaky(beta=0.8, init_hidden=True),
+                        nn.Linear(12, 10), snn.Leaky(beta=0.8, init_hidden=True, output=True))
+    bnet = certify(net, 3, encoding="direct", readout="rate", seed=7)
+    train_clean(bnet, xtr, ytr, logit_scale=8.0, epochs=6, lr=1e-2, batch_size=100, seed=7,
+                progress=False)
+    return bnet, xte[:12], yte[:12]
+
+
+def test_default_suite_reaches_the_exact_truth_and_never_breaks_a_proof(small_net):
+    bnet, x, y = small_net
+    eps = 0.05
+    clf = attacks.AttackableSNN(bnet)
+    truth = exact.verify(bnet, x, y, eps, time_limit=20)
+    breakable = torch.tensor([r.margin_upper <= 0 for r in truth]) & clf.correct(x, y)
+    proved = torch.tensor([r.margin_lower > 0 for r in truth])
+    assert int(breakable.sum()) >= 3  # the test means something
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", attacks.SoundnessWarning)
+        res = attacks.evaluate(clf, (x, y), [eps], progress=False, exact=True)
+    m = res.masks[eps]
+    broken = m["clean"] & ~m["robust"]
+    assert not bool((broken & proved).any())
+    strict = breakable & torch.tensor([r.margin_upper < 0 for r in truth])
+    ties = breakable & ~strict
+    assert bool(broken[strict].all())  # every strict misclassification is found
+    # floor measured on this net (4 of its 6 tie-only samples; the old suite found 1)
+    assert int((broken & ties).sum()) >= 4
+    # the exact column: the truth, at most the attacks' robust accuracy
+    assert torch.equal(m["exact"], m["clean"] & ~breakable)
+    row = [r for r in res if r["attack"] == "exact"][0]
+    assert row["undecided"] == 0
+    assert res.accuracy(eps, "exact") <= res.accuracy(eps, "robust") <= res.accuracy(eps, "clean")
+
+
+def test_spike_search_finds_more_than_the_old_suite(small_net):
+    """On the same small net the previous protocol misses breakable samples SpikeSearch finds."""
+    bnet, x, y = small_net
+    eps = 0.05
+    old = attacks.evaluate(bnet, (x, y), [eps], progress=False, run_sanity_checks=False,
+                           attacks=["fgsm", "pgd", "apgd-ce", "apgd-dlr", "square"])
+    new = attacks.evaluate(bnet, (x, y), [eps], progress=False, run_sanity_checks=False,
+                           attacks=["spike-search"])
+    assert new.accuracy(eps, "robust") < old.accuracy(eps, "robust")
+
+
+def test_spike_search_arguments_are_checked():
+    with pytest.raises(ValueError, match="temperatures"):
+        attacks.SpikeSearch(taus=(0.3, 0.0))
+    with pytest.raises(ValueError, match="levels"):
+        attacks.SpikeSearch(levels=1)
