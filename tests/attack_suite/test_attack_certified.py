@@ -19,6 +19,7 @@ def _strong_suite():
         attacks.APGD("dlr", steps=30),
         attacks.Square(n_queries=300),
         attacks.FGSM(),
+        attacks.SpikeSearch(pgd_steps=20, restarts=2, iters=30),
     ]
 
 

@@ -34,6 +34,7 @@ FAST = {
     "apgd-dlr": lambda: attacks.APGD("dlr", steps=20),
     "square": lambda: attacks.Square(n_queries=300),
     "eot-pgd": lambda: attacks.EOTPGD(steps=20, eot_iter=3),
+    "spike-search": lambda: attacks.SpikeSearch(pgd_steps=20, restarts=2, iters=30),
 }
 
 
