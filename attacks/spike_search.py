@@ -150,10 +150,9 @@ class SpikeSearch(Attack):
         lv = torch.linspace(0, 1, self.levels, device=x.device, dtype=x.dtype)
         return lo[..., None] + lv * (hi - lo)[..., None]
 
-    def _candidates(self, cur, y, lo, hi, vals, eps, shape, gen) -> Tensor:
-        """``[b, n, d]`` neighbours of ``cur`` ``[b, d]``: coordinate and line moves."""
+    def _candidates(self, cur, y, lo, hi, vals, eps, shape, pick) -> Tensor:
+        """``[b, n, d]`` neighbours of ``cur`` ``[b, d]``: coordinate moves on ``pick``, line moves."""
         b, d = cur.shape
-        pick = torch.randperm(d, generator=gen)[: min(d, self.coords)].to(cur.device)
         L = vals.shape[2]
         n = len(pick) * L
         c = cur.unsqueeze(1).repeat(1, n, 1)
@@ -180,21 +179,30 @@ class SpikeSearch(Attack):
             alive = (em > 0).nonzero().squeeze(1)
             if not len(alive):
                 break
-            c = self._candidates(cur[alive], y[alive], lo[alive], hi[alive], vals[alive], eps,
-                                 shape, gen)
-            b, n, d = c.shape
-            ta = None if tgt is None else tgt[alive].repeat_interleave(n)
-            cem, csm = self._key(c.reshape(b * n, d), y[alive].repeat_interleave(n), shape, ta, tau)
-            cem, csm = cem.view(b, n), csm.view(b, n)
-            lowest = cem == cem.amin(1, keepdim=True)
-            k = torch.where(lowest, csm, torch.full_like(csm, math.inf)).argmin(1)
-            pick = torch.arange(b, device=x.device)
-            nem, nsm = cem[pick, k], csm[pick, k]
+            d = cur.shape[1]
+            pick = torch.randperm(d, generator=gen)[: min(d, self.coords)].to(cur.device)
+            n = len(pick) * vals.shape[2] + 2 * len(self.line_taus) * self.line
+            per = max(1, self.max_candidates // n)  # samples per chunk: bounds the [b, n, d] block
+            moves, nem, nsm = [], [], []
+            for i in range(0, len(alive), per):
+                a = alive[i:i + per]
+                c = self._candidates(cur[a], y[a], lo[a], hi[a], vals[a], eps, shape, pick)
+                b, n, _ = c.shape
+                ta = None if tgt is None else tgt[a].repeat_interleave(n)
+                cem, csm = self._key(c.reshape(b * n, d), y[a].repeat_interleave(n), shape, ta, tau)
+                cem, csm = cem.view(b, n), csm.view(b, n)
+                lowest = cem == cem.amin(1, keepdim=True)
+                k = torch.where(lowest, csm, torch.full_like(csm, math.inf)).argmin(1)
+                rows = torch.arange(b, device=x.device)
+                moves.append(c[rows, k])
+                nem.append(cem[rows, k])
+                nsm.append(csm[rows, k])
+            moves, nem, nsm = torch.cat(moves), torch.cat(nem), torch.cat(nsm)
             better = _lex_better(nem, nsm, em[alive], sm[alive])
             if not bool(better.any()):
                 break
             idx = alive[better]
-            cur[idx] = c[pick[better], k[better]]
+            cur[idx] = moves[better]
             em[idx], sm[idx] = nem[better], nsm[better]
         if tgt is not None:  # judged untargeted from here on
             em, sm = self._key(cur, y, shape)
