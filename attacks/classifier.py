@@ -68,6 +68,7 @@ from snntorch import surrogate as sg
 from torch import Tensor, nn
 
 from snncertify import BoundedSNN
+from snncertify.encoding import rate_pattern
 from snncertify.gradmode import GradMode, OwnSurrogate, RateLaw, Surrogate
 
 __all__ = [
@@ -305,7 +306,12 @@ class AttackableSNN(nn.Module):
 
     # ------------------------------------------------------------------ noise
     def eval_noise(self, x: Tensor) -> Tensor | None:
-        """The fixed draw expanded to ``[T, B, ...]`` for ``x`` ``[B, ...]`` (None unless rate)."""
+        """The fixed draw expanded to ``[T, B, ...]`` for ``x`` ``[B, ...]`` (None unless rate).
+
+        By default the wrapper's own default pattern (``bnet.draw_noise(x)``
+        when ``seed == bnet.seed``), so attacks, forward and certificates see
+        the same draw for a sample whatever its batch.
+        """
         if self.bnet.encoding != "rate":
             return None
         sample = tuple(x.shape[1:])
@@ -316,8 +322,7 @@ class AttackableSNN(nn.Module):
                     f"the noise pattern has sample shape {list(f.shape[1:])}, the input "
                     f"{list(sample)}"
                 )
-            gen = torch.Generator(device="cpu").manual_seed(self.seed)
-            f = self._fixed = torch.rand((self.bnet.num_steps, *sample), generator=gen)
+            f = self._fixed = rate_pattern(self.bnet.num_steps, sample, self.seed)
         if f.device != x.device or f.dtype != x.dtype:
             f = self._fixed = f.to(device=x.device, dtype=x.dtype)
         return f.unsqueeze(1).expand(f.shape[0], x.shape[0], *sample)

@@ -2,7 +2,8 @@
 
 * ``direct``: the image ``x`` ``[B, ...]`` is the input at every step (a
   "static" sequence, computed once until the first Leaky).
-* ``rate``: ``S_t = 1[x > r_t]`` with uniform noise ``r`` ``[T, B, ...]``;
+* ``rate``: ``S_t = 1[x > r_t]`` with uniform noise ``r`` ``[T, B, ...]``
+  (by default one seeded pattern shared by all samples, :func:`rate_pattern`);
   the gradient w.r.t. ``x`` is straight-through (the exact encoder has zero
   gradient almost everywhere, which would mask every gradient attack).
 * ``event``: the input already is binary frames ``[T, B, ...]``.
@@ -38,6 +39,14 @@ def check_input(encoding: str, x: Tensor) -> None:
         raise ValueError(
             f"x must lie in [0, 1], got values in [{x.min().item():.4g}, {x.max().item():.4g}]"
         )
+
+
+def rate_pattern(num_steps: int, sample_shape: tuple[int, ...], seed: int) -> Tensor:
+    """The default rate-noise pattern ``[T, *sample_shape]`` (CPU, float32), uniform
+    in [0, 1) from a generator seeded with ``seed``: the same for every sample,
+    batch and device."""
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    return torch.rand((num_steps, *sample_shape), generator=gen)
 
 
 def check_noise(noise: Tensor, x: Tensor, num_steps: int) -> None:

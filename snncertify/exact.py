@@ -838,6 +838,7 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
         already above the best achieved margin are not solved (they cannot be
         the minimum).
     """
+    bnet.check_method_mode("exact")
     noise = bnet._prepare(x, noise)
     threat = bnet.threat(x, eps)
     prop = bnet.interval_propagation(x, threat, noise)

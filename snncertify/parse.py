@@ -11,6 +11,7 @@ from .ops import (
     BatchNormOp,
     BoundOp,
     Conv2dOp,
+    DropoutOp,
     FlattenOp,
     IdentityOp,
     LeakyOp,
@@ -72,12 +73,14 @@ def _op_for(module: nn.Module, path: str) -> BoundOp:
         if module.start_dim == 0:
             raise TypeError(f"Flatten at {path!r}: start_dim=0 would merge the batch axis")
         return FlattenOp(module, path)
-    if isinstance(module, (nn.Identity, *_DROPOUT)):
+    if isinstance(module, _DROPOUT):
+        return DropoutOp(module, path)
+    if isinstance(module, nn.Identity):
         return IdentityOp(module, path)
     raise TypeError(
         f"unsupported module {type(module).__module__}.{type(module).__name__} at "
         f"position {path!r}. Supported: Linear, Conv2d, AvgPool2d, MaxPool2d, Flatten, "
-        "Dropout, Identity, BatchNorm1d/2d (eval) and snn.Leaky, inside nn.Sequential."
+        "Dropout, Identity, BatchNorm1d/2d and snn.Leaky, inside nn.Sequential."
     )
 
 

@@ -96,20 +96,35 @@ def _stacked(z: Seq, static: bool, num_steps: int) -> Tensor:
 
 
 def forward(
-    ops: list[BoundOp], z: Seq, static: bool, num_steps: int, grad: GradMode | None = None
+    ops: list[BoundOp], z: Seq, static: bool, num_steps: int, grad: GradMode | None = None,
+    stats: dict[int, list] | None = None,
 ) -> Propagation:
     """Exact forward. ``z``: ``[B, ...]`` if static, else ``[T, B, ...]`` or T tensors.
 
     ``grad``: gradient mode of every Leaky for this call (None: their own surrogates).
+    ``stats``: None runs every module in its own mode (the user's loop). A dict
+    runs the function the bounds bound instead (``op.fixed_forward``: Dropout as
+    the identity, no state changes) with each batch-dependent op (train-mode
+    BatchNorm) normalising by this batch's statistics at each step, recorded in
+    ``stats[op index]`` as one entry per step (a single entry when static).
     """
     layers = []
-    for op in ops:
+    for i, op in enumerate(ops):
         if op.stateful:
             cur = _stacked(z, static, num_steps) if static else z
             z, mem = op.forward_seq(_steps(z, static, num_steps), grad)
             layers.append(LayerRecord(op.path, cur, cur, mem, mem, z, z))
             static = False
+        elif stats is not None and op.batch_dependent:
+            steps = [z] if static else z
+            stats[i] = [op.batch_stats(s) for s in steps]
+            out = [op.fixed_forward(s, st) for s, st in zip(steps, stats[i], strict=True)]
+            z = out[0] if static else out
+        elif stats is not None:
+            (z,) = _apply(op, op.fixed_forward, z, static=static)
         else:
+            if static and op.per_step:  # calls with effects: once per step, as the user's loop
+                z, static = _steps(z, static, num_steps), False
             (z,) = _apply(op, op.forward, z, static=static)
     out = _stacked(z, static, num_steps)
     return Propagation(out, out, layers)
@@ -118,6 +133,7 @@ def forward(
 def interval(
     ops: list[BoundOp], lo: Seq, hi: Seq, static: bool, num_steps: int, slack: float,
     mem_bounds: dict[int, tuple[list[Tensor], list[Tensor]]] | None = None,
+    stats: dict[int, list] | None = None,
 ) -> Propagation:
     """S-IBP over the unrolled network; ``slack`` widens membranes (0 at a point).
 
@@ -125,6 +141,8 @@ def interval(
     ``(lower, upper)`` of that Leaky (lists of ``[B, ...]``), intersected with
     the interval ones at every step before thresholding (see
     ``LeakyOp.interval_seq``). None (the default) leaves S-IBP unchanged.
+    ``stats``: the per-step statistics of batch-dependent ops recorded by
+    :func:`forward` on the clean batch (train-mode bounds); required for them.
     """
     layers = []
     for i, op in enumerate(ops):
@@ -138,6 +156,15 @@ def interval(
                 lo, hi, ml, mu = op.interval_seq(cl, cu, slack)
             layers.append(LayerRecord(op.path, rec_l, rec_u, ml, mu, lo, hi))
             static = False
+        elif op.batch_dependent:
+            if stats is None or i not in stats:
+                raise ValueError(f"{op.name} in train mode: bounds need the clean batch's statistics")
+            st = stats[i]
+            if static:
+                lo, hi = op.interval(lo, hi, st[0])
+            else:
+                pairs = [op.interval(lt, ht, s) for lt, ht, s in zip(lo, hi, st, strict=True)]
+                lo, hi = [p[0] for p in pairs], [p[1] for p in pairs]
         else:
             lo, hi = _apply(op, op.interval, lo, hi, static=static)
     lo, hi = _stacked(lo, static, num_steps), _stacked(hi, static, num_steps)

@@ -23,9 +23,22 @@ class BoundedSNN(nn.Module):
     wrapped network (``self.net``), so training either trains both.
 
     Shapes: ``x`` is ``[B, ...]`` in [0, 1] (``[T, B, ...]`` binary frames for
-    the event encoding); scores are ``[B, K]``. Rate encoding draws noise
-    ``[T, B, ...]`` from a generator seeded with ``seed`` on every call that
-    does not pass ``noise=``, so calls agree on the draw by default.
+    the event encoding); scores are ``[B, K]``.
+
+    Rate noise policy: a call without ``noise=`` uses ONE pattern
+    ``r`` ``[T, *sample_shape]`` drawn (on the CPU) from a generator seeded with
+    ``seed`` and shared by every sample, so a sample's default draw never
+    depends on its batch, its position in it or the device; forward, bounds,
+    ``verified_accuracy`` and :mod:`attacks` all use it.
+
+    Train mode (``bnet.train()``, as ``net.train()``) runs every module as the
+    user's own per-step loop does: BatchNorm normalises each step with that
+    step's batch statistics and updates its running statistics at every step,
+    Dropout draws a fresh mask per step. Bounds in train mode (certified
+    training) bound the network with Dropout as the identity and each
+    BatchNorm as the affine map of the CLEAN batch's statistics at that step
+    (as CROWN-IBP training does); only ``method="ibp"`` supports train-mode
+    BatchNorm.
     """
 
     def __init__(
@@ -81,11 +94,19 @@ class BoundedSNN(nn.Module):
         return x.shape[1] if self.encoding == "event" else x.shape[0]
 
     def draw_noise(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Uniform rate-encoding noise ``[T, *x.shape]``; seeded with ``seed`` by default."""
+        """Rate-encoding noise ``[T, *x.shape]``, uniform in [0, 1).
+
+        Without ``generator``: the default pattern (class docstring), the same
+        for every sample. With one: fresh independent draws for every sample
+        and step (training, EOT), drawn on the generator's device.
+        """
         if generator is None:
-            generator = torch.Generator(device=x.device).manual_seed(self.seed)
+            pattern = enc.rate_pattern(self.num_steps, tuple(x.shape[1:]), self.seed)
+            pattern = pattern.to(device=x.device, dtype=x.dtype)
+            return pattern.unsqueeze(1).expand(self.num_steps, *x.shape)
         shape = (self.num_steps, *x.shape)
-        return torch.rand(shape, generator=generator, device=x.device, dtype=x.dtype)
+        r = torch.rand(shape, generator=generator, device=generator.device)
+        return r.to(device=x.device, dtype=x.dtype)
 
     def _prepare(self, x: Tensor, noise: Tensor | None) -> Tensor | None:
         enc.check_input(self.encoding, x)
@@ -127,12 +148,34 @@ class BoundedSNN(nn.Module):
     def interval_propagation(self, x: Tensor, threat: Threat, noise: Tensor | None) -> Propagation:
         """S-IBP with every Leaky's bounds recorded (``x``, ``noise`` already checked).
 
-        A point threat (eps = 0, no flips) returns the forward pass itself.
+        A point threat (eps = 0, no flips) returns the forward pass itself
+        (in train mode: of the function the bounds bound, see the class docstring).
         """
-        if threat.is_point():
+        stats = None
+        if self.batch_dependent():
+            stats = {}
+            z, static = enc.encode(self.encoding, x, noise)
+            point = propagate.forward(self.ops, z, static, self.steps_for(x), stats=stats)
+            if threat.is_point():
+                return point
+        elif threat.is_point():
             return self.trace(x, noise)[1]
         lo, hi, static = enc.encode_interval(self.encoding, x, threat, noise)
-        return propagate.interval(self.ops, lo, hi, static, self.steps_for(x), self.slack)
+        return propagate.interval(
+            self.ops, lo, hi, static, self.steps_for(x), self.slack, stats=stats
+        )
+
+    def batch_dependent(self) -> bool:
+        """Whether some op's output depends on the batch now (BatchNorm in train mode)."""
+        return any(op.batch_dependent for op in self.ops)
+
+    def check_method_mode(self, method: str) -> None:
+        """ValueError if ``method`` cannot bound the network in its current mode."""
+        if method != "ibp" and self.batch_dependent():
+            raise ValueError(
+                f"method {method!r} bounds BatchNorm with its running statistics only; in "
+                "train mode (batch statistics) use method='ibp', or call bnet.eval() first"
+            )
 
     def interval_scores(self, x: Tensor, threat: Threat, noise: Tensor | None):
         return readout_bounds(self.readout, self.interval_propagation(x, threat, noise))
@@ -146,6 +189,7 @@ class BoundedSNN(nn.Module):
         With ``need_upper=False`` a method may skip the upper bound and return
         a looser (still sound) one, e.g. IBP's: use it when only ``lower`` is read.
         """
+        self.check_method_mode(method)
         noise = self._prepare(x, noise)
         threat = self.threat(x, eps)
         return call_method(method, self, x, threat, noise, C, need_upper)
@@ -182,8 +226,11 @@ class BoundedSNN(nn.Module):
         """Number of output scores K (one cheap forward on a single sample)."""
         if not hasattr(self, "_num_classes"):
             one = x[:, :1] if self.encoding == "event" else x[:1]
-            with torch.no_grad():
-                self._num_classes = self.forward(one.detach()).shape[-1]
+            noise = self._prepare(one, None)
+            z, static = enc.encode(self.encoding, one.detach(), noise)
+            with torch.no_grad():  # the fixed function: no running-statistics update, no dropout
+                prop = propagate.forward(self.ops, z, static, self.steps_for(one), stats={})
+            self._num_classes = prop.out_l.shape[-1]
         return self._num_classes
 
     def certify(

@@ -5,7 +5,7 @@ from .leaky import LeakyOp
 from .linear import Conv2dOp, LinearOp
 from .norm import BatchNormOp
 from .pool import AvgPool2dOp, MaxPool2dOp
-from .shape import FlattenOp, IdentityOp
+from .shape import DropoutOp, FlattenOp, IdentityOp
 
 __all__ = [
     "AffineOp",
@@ -13,6 +13,7 @@ __all__ = [
     "BatchNormOp",
     "BoundOp",
     "Conv2dOp",
+    "DropoutOp",
     "FlattenOp",
     "IdentityOp",
     "LeakyOp",

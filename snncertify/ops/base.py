@@ -38,8 +38,26 @@ class BoundOp:
         return f"{type(self.module).__name__} at {self.path!r}"
 
     def forward(self, x: Tensor) -> Tensor:
-        """Exact output of the module, ``x``: ``[N, ...]``."""
+        """Exact output of the module in its current mode, ``x``: ``[N, ...]``."""
         return self.module(x)
+
+    def fixed_forward(self, x: Tensor) -> Tensor:
+        """The function the bounds bound (e.g. Dropout as the identity); default ``forward``."""
+        return self.forward(x)
+
+    @property
+    def per_step(self) -> bool:
+        """Whether each call has an effect beyond its output (a train-mode BatchNorm
+        updates running statistics, a train-mode Dropout draws a mask): the forward
+        then calls it once per time step even on a static input, as the user's own
+        loop does."""
+        return False
+
+    @property
+    def batch_dependent(self) -> bool:
+        """Whether the output depends on the batch (train-mode BatchNorm): bounds
+        then use the clean batch's statistics (see :class:`~snncertify.ops.BatchNormOp`)."""
+        return False
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
@@ -95,7 +113,7 @@ class AffineOp(BoundOp):
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         centre = torch.add(lower, upper).mul_(0.5)  # in place on fresh tensors: fewer passes
         radius = torch.sub(upper, lower).mul_(0.5)
-        c = self.forward(centre)
+        c = self.fixed_forward(centre)
         r = self.abs_linear(radius)
         return c - r, c + r
 
@@ -104,4 +122,4 @@ class MonotoneOp(BoundOp):
     """Elementwise non-decreasing maps (identity, reshapes, max pooling)."""
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-        return self.forward(lower), self.forward(upper)
+        return self.fixed_forward(lower), self.fixed_forward(upper)

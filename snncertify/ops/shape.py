@@ -1,4 +1,4 @@
-"""Operations that only move values: ``nn.Flatten``, ``nn.Identity``, ``nn.Dropout``."""
+"""Operations that only move values: ``nn.Flatten``, ``nn.Identity``, ``nn.Dropout*``."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class FlattenOp(MonotoneOp):
 
 
 class IdentityOp(MonotoneOp):
-    """``nn.Identity`` and ``nn.Dropout*`` (always the eval-mode identity)."""
+    """``nn.Identity``."""
 
     linear = True
 
@@ -26,3 +26,19 @@ class IdentityOp(MonotoneOp):
 
     def backward(self, lam: Tensor, in_shape: tuple[int, ...]) -> Tensor:
         return lam
+
+
+class DropoutOp(IdentityOp):
+    """``nn.Dropout*``: the module in its current mode in the forward (train mode draws
+    a fresh mask at every call, i.e. every time step, as the user's loop does); the
+    bounds bound the eval-mode identity, the network that is deployed and certified."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.module(x) if self.module.training else x
+
+    def fixed_forward(self, x: Tensor) -> Tensor:
+        return x
+
+    @property
+    def per_step(self) -> bool:
+        return self.module.training
