@@ -1,0 +1,270 @@
+"""The one training loop every defense runs in.
+
+:class:`Trainer` owns the device, the data order, the rate-noise draws, the
+optimiser and learning-rate schedule, the progress bar, checkpoints and
+``--resume``, and DistributedDataParallel; a
+:class:`~snncertify.training.defenses.Defense` only turns a batch into a loss.
+
+Determinism: the sample order, the rate-noise draws and torch's global RNG
+(dropout, augmentation, Gaussian noise) are re-seeded from ``(seed, epoch)``
+at the start of every epoch, so a run resumed from a checkpoint continues
+exactly as the uninterrupted run would (on a given device).
+
+Distributed (``torchrun``; gloo on CPU, nccl on CUDA): every rank walks the
+SAME global batches (the single-process order) and takes its contiguous
+share of each; the loss is computed inside the DDP-wrapped module's forward
+(bounds included) so DDP reduces every gradient, and is weighted by the
+share's size so the averaged gradient is the global batch's mean gradient:
+weights after a step equal a single-process step on the global batch up to
+float rounding (for defenses without randomness of their own; BatchNorm
+statistics stay per rank, as without SyncBatchNorm).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, RandomSampler
+from tqdm.auto import tqdm
+
+from attacks.classifier import strict_correct
+
+from ..wrapper import BoundedSNN
+from .checkpoint import load_config, neuron_params, save_checkpoint, save_torch, versions
+from .defenses import Defense
+
+
+class _LossModule(nn.Module):
+    """The defense's loss as a module's forward, so DDP sees every use of the parameters."""
+
+    def __init__(self, bnet: BoundedSNN, defense: Defense) -> None:
+        super().__init__()
+        self.bnet = bnet
+        self.defense = defense
+
+    def forward(self, x, y, noise, progress, **kw):
+        return self.defense.loss(self.bnet, x, y, noise, progress, **kw)
+
+
+@torch.no_grad()
+def evaluate(bnet: BoundedSNN, loader: DataLoader, device: str | torch.device = "cpu") -> float:
+    """Clean accuracy over ``loader`` (default rate draw; a tie counts as an error)."""
+    was = bnet.training
+    bnet.eval()
+    hits = total = 0
+    try:
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            hits += int(strict_correct(bnet(x), y).sum())
+            total += len(y)
+    finally:
+        bnet.train(was)
+    return hits / max(total, 1)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+class Trainer:
+    """Train ``bnet`` with ``defense``.
+
+    Args:
+        bnet: the network (``certify(net, ...)``); trained in place.
+        defense: a :class:`Defense` (``make_defense(name, ...)``).
+        epochs: passes over the training data.
+        lr: Adam learning rate (peak of the cosine schedule).
+        schedule: ``"cosine"`` (per update, to 0) or ``"constant"``.
+        weight_decay: Adam's (L2) weight decay.
+        grad_clip: max gradient norm (None: no clipping).
+        seed: seeds data order, noise draws and torch's RNG (per epoch).
+        device: ``"cpu"``, ``"cuda"``, ... (default: where ``bnet`` is).
+        out: run folder for checkpoints (None: none written).
+        config: extra entries for ``config.json`` (dataset, arch, command, ...).
+        progress: tqdm bars (rank 0 only).
+    """
+
+    def __init__(self, bnet: BoundedSNN, defense: Defense, epochs: int = 10, lr: float = 1e-3,
+                 schedule: str = "cosine", weight_decay: float = 0.0,
+                 grad_clip: float | None = None, seed: int = 0,
+                 device: str | torch.device | None = None, out: str | Path | None = None,
+                 config: dict[str, Any] | None = None, progress: bool = True) -> None:
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        if schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        self.bnet, self.defense, self.epochs, self.lr = bnet, defense, int(epochs), float(lr)
+        self.schedule, self.weight_decay, self.grad_clip = schedule, weight_decay, grad_clip
+        self.seed = int(seed)
+        if device is None:
+            device = next(bnet.parameters()).device
+        self.device = torch.device(device)
+        self.out = Path(out) if out is not None else None
+        self.extra = dict(config or {})
+        self.rank, self.world = _world()
+        self.progress = progress and self.rank == 0
+        bnet.to(self.device)
+        self.module: nn.Module = _LossModule(bnet, defense)
+        if self.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.module = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
+        self.opt = torch.optim.Adam(bnet.parameters(), lr=self.lr, weight_decay=weight_decay)
+        self.history: dict[str, list] = {"loss": [], "epoch_seconds": [], "test_accuracy": []}
+        self.epoch = 0
+
+    # ------------------------------------------------------------------ data
+    def _batches(self, n: int, batch_size: int, shuffle: bool, drop_last: bool) -> list[Tensor]:
+        """This rank's index lists for the current epoch (its share of every global batch)."""
+        if shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(n, generator=gen)
+        else:
+            order = torch.arange(n)
+        glob = list(order.split(batch_size))
+        last = len(glob[-1]) if glob else batch_size
+        if (drop_last and last < batch_size) or last < self.world:  # every rank needs samples
+            glob.pop()
+        return glob
+
+    def _loader(self, loader: DataLoader) -> tuple[DataLoader, list[Tensor]]:
+        shuffle = isinstance(loader.sampler, RandomSampler)
+        if loader.batch_size is None:
+            raise ValueError("the training DataLoader must have a batch_size")
+        if loader.batch_size < self.world:
+            raise ValueError(f"batch size {loader.batch_size} < {self.world} processes")
+        glob = self._batches(len(loader.dataset), loader.batch_size, shuffle, loader.drop_last)
+        mine = [g.tensor_split(self.world)[self.rank].tolist() for g in glob]
+        dl = DataLoader(loader.dataset, batch_sampler=mine, collate_fn=loader.collate_fn,
+                        num_workers=loader.num_workers)
+        return dl, glob
+
+    # --------------------------------------------------------------- updates
+    def _lr_factor(self, update: int) -> float:
+        if self.schedule == "constant":
+            return 1.0
+        return 0.5 * (1 + math.cos(math.pi * min(update, self.total_updates) / self.total_updates))
+
+    def _step(self, weight: float):
+        def step(x, y, noise, progress, **kw) -> float:
+            for g in self.opt.param_groups:
+                g["lr"] = self.lr * self._lr_factor(self.updates)
+            loss = self.module(x, y, noise, progress, **kw)
+            self.opt.zero_grad(set_to_none=True)
+            (loss * weight).backward()
+            if self.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.bnet.parameters(), self.grad_clip)
+            self.opt.step()
+            self.updates += 1
+            return float(loss.detach())
+
+        return step
+
+    # ----------------------------------------------------------- checkpoints
+    def config(self) -> dict[str, Any]:
+        b = self.bnet
+        return {
+            **self.extra,
+            "certify": {"num_steps": b.num_steps, "encoding": b.encoding, "readout": b.readout,
+                        "seed": b.seed},
+            "neurons": neuron_params(b.net),
+            "defense": self.defense.name,
+            "defense_params": self.defense.hparams(),
+            "optim": {"optimizer": "adam", "lr": self.lr, "schedule": self.schedule,
+                      "weight_decay": self.weight_decay, "grad_clip": self.grad_clip,
+                      "epochs": self.epochs},
+            "seed": self.seed,
+            "world_size": self.world,
+            "device": str(self.device),
+            "versions": versions(),
+            "history": self.history,
+            "epochs_done": self.epoch,
+        }
+
+    def save(self) -> None:
+        if self.out is None or self.rank != 0:
+            return
+        save_torch({"model": self.bnet.net.state_dict(), "optimizer": self.opt.state_dict(),
+                    "epoch": self.epoch, "updates": self.updates}, self.out / "resume.pt")
+        save_checkpoint(self.out, self.bnet.net, self.config())
+
+    def resume(self) -> None:
+        """Continue from ``out/resume.pt`` (ValueError if the run's settings differ)."""
+        if self.out is None or not (self.out / "resume.pt").is_file():
+            raise FileNotFoundError(f"nothing to resume: no {self.out}/resume.pt")
+        cfg = load_config(self.out)
+        for key in ("defense", "defense_params", "seed", "certify"):
+            now = self.config()[key]
+            if not json_equal(cfg.get(key), now):
+                raise ValueError(f"--resume: the run in {self.out} has {key}={cfg.get(key)!r}, "
+                                 f"this one {now!r}")
+        state = torch.load(self.out / "resume.pt", map_location=self.device, weights_only=True)
+        self.bnet.net.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.epoch, self.updates = int(state["epoch"]), int(state["updates"])
+        self.history = cfg["history"]
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, train: DataLoader, test: DataLoader | None = None, resume: bool = False,
+            until: int | None = None) -> dict[str, list]:
+        """Train for the remaining epochs (or up to epoch ``until``, e.g. to split a long run
+        over sessions; the schedule stays that of ``epochs``); returns the history (loss,
+        seconds per epoch, test accuracy per epoch when ``test`` is given)."""
+        self.updates = 0
+        per_batch = self.defense.updates_per_batch
+        if resume:
+            self.resume()
+        nb = len(self._batches(len(train.dataset), train.batch_size, False, train.drop_last))
+        self.total_updates = max(1, self.epochs * nb * per_batch)
+        bar = tqdm(total=self.epochs * nb, initial=self.epoch * nb, disable=not self.progress,
+                   desc=f"train {self.defense.name}", unit="batch")
+        stop = self.epochs if until is None else min(int(until), self.epochs)
+        while self.epoch < stop:
+            torch.manual_seed(self.seed * 1_000_003 + self.epoch * 101 + self.rank)
+            noise_gen = torch.Generator().manual_seed(self.seed * 7919 + self.epoch)
+            loader, glob = self._loader(train)
+            self.bnet.train()
+            start, total, seen = time.perf_counter(), 0.0, 0
+            for b, ((x, y), g) in enumerate(zip(loader, glob, strict=True)):
+                noise = None
+                if self.bnet.encoding == "rate":  # the global batch's draw, this rank's columns
+                    full = torch.rand((self.bnet.num_steps, len(g), *x.shape[1:]), generator=noise_gen)
+                    lo = sum(len(c) for c in g.tensor_split(self.world)[: self.rank])
+                    noise = full[:, lo : lo + len(y)].to(self.device)
+                x, y = x.to(self.device), y.to(self.device)
+                progress = (self.epoch * nb + b) / (self.epochs * nb)
+                weight = len(y) * self.world / len(g)
+                loss = self.defense.train_batch(self._step(weight), x, y, noise, progress)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"{self.defense.name}: loss is {loss} at epoch {self.epoch}, batch {b}; "
+                        "lower the learning rate or the logit scale")
+                total += loss * len(g)
+                seen += len(g)
+                bar.update(1)
+                bar.set_postfix(epoch=self.epoch + 1, loss=f"{loss:.3f}")
+            self.history["epoch_seconds"].append(time.perf_counter() - start)
+            self.history["loss"].append(total / max(seen, 1))
+            self.epoch += 1
+            if test is not None and self.rank == 0:
+                self.history["test_accuracy"].append(evaluate(self.bnet, test, self.device))
+            self.save()
+        bar.close()
+        self.bnet.eval()
+        return self.history
+
+
+def json_equal(a, b) -> bool:
+    """Compare through JSON (tuples vs lists, int vs float keys as stored)."""
+    import json
+
+    return json.loads(json.dumps(a, sort_keys=True)) == json.loads(json.dumps(b, sort_keys=True))

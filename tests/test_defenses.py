@@ -1,0 +1,183 @@
+"""Defenses on one loop: every defense trains, checkpoints reload, resume and DDP reproduce."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import snntorch as snn
+import torch
+from torch import nn
+
+from snncertify import certify
+from snncertify.train import main as train_main
+from snncertify.train import train_model
+from snncertify.training.archs import ARCHS, build_arch
+from snncertify.training.checkpoint import load_checkpoint
+from snncertify.training.datasets import make_loader
+from snncertify.training.defenses import DEFENSES, Certified, Hire, Stable, make_defense
+from snncertify.training.loop import Trainer, evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"dataset": "digits", "limit": 96, "test_limit": 64, "batch_size": 32,
+         "progress": False, "steps": 4}
+
+
+def weights(folder) -> dict[str, torch.Tensor]:
+    return torch.load(Path(folder) / "model.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("method,kw", [
+    ("clean", {}), ("hire", {"eps": 0.1}), ("stable", {"eps": 0.1}),
+    ("pgd-at", {"eps": 0.1, "pgd_steps": 2, "ramp": 0.0}), ("ibp", {"eps": 0.1, "ramp": 0.0}),
+    ("crown-ibp", {"eps": 0.1, "ramp": 0.0, "cert_steps": 2}),
+])
+def test_every_defense_trains_and_reloads(tmp_path, method, kw):
+    torch.manual_seed(0)
+    start = {k: v.clone() for k, v in build_arch("digits-fc").state_dict().items()}
+    bnet, cfg = train_model(method, epochs=1, out=tmp_path, **SMALL, **kw)
+    after = weights(tmp_path)
+    assert set(after) == set(start)
+    assert any(not torch.equal(after[k], start[k]) for k in start)  # it trained
+    assert all(torch.isfinite(v).all() for v in after.values())
+    assert all(torch.isfinite(torch.tensor(cfg["history"]["loss"])))
+    stored = json.loads((tmp_path / "config.json").read_text())
+    assert stored["defense"] == ("certified" if method in ("ibp", "crown-ibp") else method)
+    assert stored["certify"]["num_steps"] == 4 and stored["arch"] == "digits-fc"
+    for key in ("versions", "neurons", "defense_params", "seed", "metrics", "dataset"):
+        assert key in stored
+    # the checkpoint rebuilds the same model: the same clean accuracy, bit for bit
+    again, _ = load_checkpoint(tmp_path)
+    test = make_loader("digits", None, False, 256, limit=64)
+    assert evaluate(again, test) == stored["metrics"]["clean_accuracy"]
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())
+
+
+def test_resume_continues_exactly(tmp_path):
+    """Stopped after epoch 1 of 2 and resumed: the same weights as the uninterrupted run."""
+    loader = make_loader("digits", None, True, 32, limit=64)
+
+    def trainer(out):
+        torch.manual_seed(0)
+        return Trainer(certify(build_arch("digits-fc"), 4), Certified(0.1), epochs=2, seed=0,
+                       out=out, progress=False)
+
+    straight = trainer(tmp_path / "a")
+    straight.fit(loader)
+    first = trainer(tmp_path / "b")
+    first.fit(loader, until=1)
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["epochs_done"] == 1
+    resumed = trainer(tmp_path / "b")  # a fresh process would start from new weights
+    resumed.fit(loader, resume=True)
+    for k, v in straight.bnet.net.state_dict().items():
+        assert torch.equal(v, resumed.bnet.net.state_dict()[k]), k
+    # and the high-level API is deterministic under its seed
+    train_model("clean", epochs=1, out=tmp_path / "c", **SMALL)
+    train_model("clean", epochs=1, out=tmp_path / "d", **SMALL)
+    for k, v in weights(tmp_path / "c").items():
+        assert torch.equal(v, weights(tmp_path / "d")[k])
+
+
+def test_resume_refuses_other_settings(tmp_path):
+    train_model("clean", epochs=1, out=tmp_path, **SMALL)
+    with pytest.raises(ValueError, match="defense"):
+        train_model("ibp", eps=0.1, epochs=2, out=tmp_path, resume=True, **SMALL)
+    with pytest.raises(FileNotFoundError, match="resume"):
+        train_model("clean", epochs=1, out=tmp_path / "none", resume=True, **SMALL)
+
+
+def test_stable_mppd_and_hire_noise():
+    torch.manual_seed(0)
+    bnet = certify(build_arch("digits-fc"), 4)
+    x, y = torch.rand(8, 64), torch.randint(0, 10, (8,))
+    same = Stable(perturb="gaussian", sigma=0.0, chi=0.3, rho=5.0)
+    ce = nn.functional.cross_entropy(10 * bnet(x), y)
+    assert torch.allclose(same.loss(bnet, x, y, None, 0.0), ce)  # x~ = x: MPPD = 0
+    noisy = Stable(perturb="gaussian", sigma=0.3, chi=1.0, rho=1.0)
+    assert noisy.loss(bnet, x, y, None, 0.0) > ce  # chi = 1: CE(x) + MPPD > CE(x)
+    seen = []
+
+    def step(xp, yb, noise, progress, period):
+        seen.append((period, xp.detach().clone()))
+        loss = Hire(eps=0.1).loss(bnet, xp, yb, noise, progress, period=period)
+        loss.backward()
+        return float(loss.detach())
+
+    Hire(eps=0.1, periods=2).train_batch(step, x, y, None, 0.0)
+    (p0, x0), (p1, x1) = seen
+    assert (p0, p1) == (0, 1) and torch.equal(x0, x)
+    d = x1 - x
+    assert d.abs().max() <= 0.1 + 1e-6 and d.abs().max() > 0  # crafted from the 1st period's grad
+    with pytest.raises(ValueError, match="divisible"):
+        Hire(periods=3).loss(bnet, x, y, None, 0.0)
+
+
+def test_certified_schedule_and_errors():
+    c = Certified(0.2, warmup=0.1, ramp=0.5, kappa_end=0.0)
+    assert c.schedule(0.05) == (0.0, 1.0)
+    eps, kappa = c.schedule(0.1 + 0.9 * 0.25)
+    assert abs(eps - 0.1) < 1e-9 and abs(kappa - 0.5) < 1e-9
+    assert c.schedule(0.99) == (0.2, 0.0)
+    assert set(DEFENSES) == {"clean", "hire", "stable", "pgd-at", "certified"}
+    with pytest.raises(ValueError, match="unknown defense"):
+        make_defense("madry")
+    with pytest.raises(ValueError, match="needs --eps"):
+        train_model("pgd-at", **SMALL)
+    with pytest.raises(ValueError, match="does not apply"):
+        train_model("clean", periods=3, **SMALL)
+    event = certify(nn.Sequential(nn.Flatten(), nn.Linear(8, 3), snn.Leaky(0.9, init_hidden=True)),
+                    None, encoding="event")
+    frames = (torch.rand(4, 2, 8) < 0.5).float()
+    for d in (make_defense("pgd-at", eps=0.1), make_defense("stable"), make_defense("hire")):
+        with pytest.raises(ValueError, match="event"):
+            d.loss(event, frames, torch.tensor([0, 1]), None, 0.5)
+
+
+def test_named_architectures_are_plain_snntorch():
+    for name, spec in ARCHS.items():
+        net = build_arch(name)
+        assert type(net) is nn.Sequential
+        assert all(m.__module__.startswith(("torch.nn", "snntorch")) for m in net.modules())
+        bnet = certify(net, 2, encoding="event" if name.startswith("nmnist") else "direct")
+        x = torch.rand(2, *spec.input_shape)
+        if bnet.encoding == "event":
+            x = (torch.rand(2, 2, *spec.input_shape) < 0.3).float()
+        assert bnet(x).shape == (2, 10)
+    paper = build_arch("mnist-fc")
+    leaky = [m for m in paper if isinstance(m, snn.Leaky)]
+    assert [m.reset_mechanism for m in leaky] == ["zero"] * 3
+    assert [tuple(m.weight.shape) for m in paper if isinstance(m, nn.Linear)] == [
+        (512, 784), (256, 512), (10, 256)]
+
+
+def test_cli_writes_a_run(tmp_path, capsys):
+    cfg = train_main(["--method", "clean", "--epochs", "1", "--limit", "64", "--test-limit", "32",
+                      "--steps", "3", "--out", str(tmp_path)])
+    assert "clean accuracy" in capsys.readouterr().out
+    assert cfg["command"].startswith("python -m snncertify.train --method clean")
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "config.json").is_file()
+
+
+def test_ddp_two_processes_equal_one_process(tmp_path):
+    """torchrun, 2 CPU processes (gloo), certified (IBP) training: the weights after a few
+    steps equal a single process on the same global batches."""
+    args = ["--method", "ibp", "--eps", "0.1", "--ramp", "0", "--epochs", "1", "--limit", "96",
+            "--test-limit", "16", "--batch-size", "32", "--steps", "3", "--threads", "1",
+            "--schedule", "constant"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "snncertify.train", *args, "--out", str(tmp_path / "ddp")]
+    res = subprocess.run(run, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    train_main([*args, "--out", str(tmp_path / "one")])
+    ddp, one = weights(tmp_path / "ddp"), weights(tmp_path / "one")
+    start = build_arch("digits-fc").state_dict()
+    for k in one:
+        assert torch.allclose(ddp[k], one[k], atol=1e-5, rtol=1e-4), k
+        if k.endswith(("weight", "bias")):  # the Linear layers trained
+            assert not torch.equal(one[k], start[k]), k
+    assert json.loads((tmp_path / "ddp" / "config.json").read_text())["world_size"] == 2
