@@ -1,16 +1,45 @@
-"""Training: data sets and loops (clean BPTT and certified training; more defenses later)."""
+"""Training: data sets, named architectures, defenses on one loop, checkpoints.
 
-from .certified import certified_loss, train_certified
-from .clean import clean_loss, evaluate_accuracy, train, train_clean
+This layer sits above :mod:`attacks` (PGD-AT, HIRE and Robust-Stable attack
+during training); ``snncertify/__init__`` never imports it.
+"""
+
+from .archs import ARCHS, build_arch
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import load_digits_split, load_mnist
+from .datasets import DATASETS, load_dataset, make_loader
+from .defenses import DEFENSES, PGDAT, Certified, Clean, Defense, Hire, Stable, make_defense
+from .loop import (
+    Trainer,
+    evaluate,
+    evaluate_accuracy,
+    train_certified,
+    train_clean,
+    train_tensors,
+)
 
 __all__ = [
-    "certified_loss",
-    "clean_loss",
+    "ARCHS",
+    "DATASETS",
+    "DEFENSES",
+    "PGDAT",
+    "Certified",
+    "Clean",
+    "Defense",
+    "Hire",
+    "Stable",
+    "Trainer",
+    "build_arch",
+    "evaluate",
     "evaluate_accuracy",
+    "load_checkpoint",
+    "load_dataset",
     "load_digits_split",
     "load_mnist",
-    "train",
+    "make_defense",
+    "make_loader",
+    "save_checkpoint",
     "train_certified",
     "train_clean",
+    "train_tensors",
 ]

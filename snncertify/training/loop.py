@@ -268,3 +268,42 @@ def json_equal(a, b) -> bool:
     import json
 
     return json.loads(json.dumps(a, sort_keys=True)) == json.loads(json.dumps(b, sort_keys=True))
+
+
+# ------------------------------------------------------- tensors in memory
+def _tensor_loader(x: Tensor, y: Tensor, batch_size: int, shuffle: bool) -> DataLoader:
+    from torch.utils.data import TensorDataset
+
+    return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
+
+
+def train_tensors(bnet: BoundedSNN, x: Tensor, y: Tensor, defense: Defense, epochs: int = 10,
+                  lr: float = 5e-3, batch_size: int = 64, seed: int = 0, progress: bool = True,
+                  schedule: str = "constant") -> list[float]:
+    """:class:`Trainer` over in-memory tensors ``x`` ``[N, ...]``, ``y`` ``[N]`` (small data sets,
+    tests); returns each epoch's mean loss."""
+    trainer = Trainer(bnet, defense, epochs, lr, schedule, seed=seed, progress=progress)
+    return trainer.fit(_tensor_loader(x, y, batch_size, True))["loss"]
+
+
+def train_clean(bnet: BoundedSNN, x: Tensor, y: Tensor, logit_scale: float = 10.0,
+                **kw) -> list[float]:
+    """Clean BPTT on tensors; ``kw`` as for :func:`train_tensors`."""
+    from .defenses import Clean
+
+    return train_tensors(bnet, x, y, Clean(logit_scale), **kw)
+
+
+def train_certified(bnet: BoundedSNN, x: Tensor, y: Tensor, eps: float, method: str = "ibp",
+                    kappa_end: float = 0.5, ramp: float = 0.5, logit_scale: float = 10.0,
+                    **kw) -> list[float]:
+    """Certified training on tensors (:class:`~snncertify.training.defenses.Certified`)."""
+    from .defenses import Certified
+
+    return train_tensors(bnet, x, y, Certified(eps, method, kappa_end, ramp,
+                                               logit_scale=logit_scale), **kw)
+
+
+def evaluate_accuracy(bnet: BoundedSNN, x: Tensor, y: Tensor, batch_size: int = 512) -> float:
+    """Clean accuracy on tensors (a tie is an error)."""
+    return evaluate(bnet, _tensor_loader(x, y, batch_size, False), x.device)

@@ -107,8 +107,8 @@ def test_default_suite_reaches_the_exact_truth_and_never_breaks_a_proof(small_ne
     strict = breakable & torch.tensor([r.margin_upper < 0 for r in truth])
     ties = breakable & ~strict
     assert bool(broken[strict].all())  # every strict misclassification is found
-    # floor measured on this net (4 of its 6 tie-only samples; the old suite found 1)
-    assert int((broken & ties).sum()) >= 4
+    # floor measured on this net (trained through the Trainer loop: 3 of its 4 tie-only samples)
+    assert int(ties.sum()) >= 3 and int((broken & ties).sum()) >= 3
     # the exact column: the truth, at most the attacks' robust accuracy
     assert torch.equal(m["exact"], m["clean"] & ~breakable)
     row = [r for r in res if r["attack"] == "exact"][0]

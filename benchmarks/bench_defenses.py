@@ -1,0 +1,104 @@
+"""Measure trained runs (``python -m snncertify.train`` folders) side by side.
+
+    python benchmarks/bench_defenses.py --runs runs/mnist-fc-* --data-root ../shared/data \\
+        --eps 0.1 --n 1000 --out runs/bench_defenses
+
+Per run: clean accuracy on the FULL test set, then on a seeded random subset
+of ``--n`` test images (the same subset for every run) the attack suite
+(``attacks.evaluate``: per-attack, worst case over the suite) and verified
+accuracy (``--methods``) at each eps, and training seconds per epoch relative
+to the clean run. Rate-input runs are attacked and certified for the default
+noise draw (one pattern per seed, shared by all samples). Writes CSV,
+Markdown and a PNG (accuracy in %, one unit everywhere) into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+import attacks
+from snncertify.report import pivot, plot_lines, write_csv, write_markdown
+from snncertify.training.checkpoint import load_checkpoint
+from snncertify.training.datasets import load_dataset, make_loader
+from snncertify.training.loop import evaluate
+
+
+def subset(dataset: str, root: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    ds = load_dataset(dataset, root, train=False)
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
+    xs, ys = zip(*(ds[int(i)] for i in idx), strict=True)
+    return torch.stack(xs), torch.tensor(ys)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--runs", nargs="+", required=True, help="run folders (model.pt + config.json)")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--eps", type=float, nargs="+", help="default: each run's training eps")
+    p.add_argument("--n", type=int, default=1000, help="seeded test subset for attacks/bounds")
+    p.add_argument("--attacks", nargs="+",
+                   default=["fgsm", "pgd", "pgd@rate", "apgd-ce", "apgd-dlr", "square"])
+    p.add_argument("--square-queries", type=int, default=1000)
+    p.add_argument("--methods", nargs="+", default=["ibp"], help="bound methods (all runs)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default="runs/bench_defenses")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    suite = [attacks.Square(n_queries=a.square_queries) if s == "square" else s for s in a.attacks]
+    rows, clean_epoch, extra = [], None, {}
+    for run in a.runs:
+        bnet, cfg = load_checkpoint(run)
+        secs = sum(cfg["history"]["epoch_seconds"]) / len(cfg["history"]["epoch_seconds"])
+        if cfg["defense"] == "clean":
+            clean_epoch = secs
+    for run in a.runs:
+        bnet, cfg = load_checkpoint(run)
+        name = Path(run).name
+        steps = bnet.num_steps
+        full = evaluate(bnet, make_loader(cfg["dataset"], a.data_root, False, 500, num_steps=steps))
+        x, y = subset(cfg["dataset"], a.data_root, a.n, a.seed)
+        eps = a.eps or [cfg["defense_params"].get("eps", 0.1)]
+        start = time.perf_counter()
+        res = attacks.evaluate(bnet, (x, y), eps, suite, certify=a.methods, seed=a.seed,
+                               batch_size=250, progress=True)
+        secs = sum(cfg["history"]["epoch_seconds"]) / len(cfg["history"]["epoch_seconds"])
+        for r in res:
+            rows.append({"run": name, "defense": cfg["defense"], "encoding": bnet.encoding,
+                         "eps": float(r["eps"]), "column": r["attack"],
+                         "accuracy_pct": 100 * float(r["accuracy"]), "n": a.n})
+        rel = secs / clean_epoch if clean_epoch else float("nan")
+        print(f"{name}: clean {100 * full:.2f} % (full test set); eval {time.perf_counter() - start:.0f} s; "
+              f"{secs:.1f} s/epoch = {rel:.2f}x clean")
+        n_test = cfg.get("metrics", {}).get("n_test")
+        extra[name] = {"clean, full test set": 100 * full, "n_test": n_test,
+                       "epoch s": secs, "epoch time / clean": rel}
+        for e in eps:
+            rows.append({"run": name, "defense": cfg["defense"], "encoding": bnet.encoding,
+                         "eps": float(e), "column": "clean, full test set",
+                         "accuracy_pct": 100 * full, "n": n_test})
+    out = Path(a.out)
+    write_csv(rows, out / "defenses.csv")
+    wide = pivot([r for r in rows if r["column"] != "clean, full test set"],
+                 ["run", "defense", "encoding", "eps", "n"], "column", "accuracy_pct")
+    for w in wide:
+        w.update(extra[w["run"]])
+    write_markdown(wide, out / "defenses.md", columns=list(wide[0]),
+                   title="Defenses: accuracy (%) on a seeded test subset of n images; "
+                   "clean also on the full test set (n_test)")
+    print((out / "defenses.md").read_text())
+    plot_rows = [r for r in rows if r["column"] in ("clean", "robust")
+                 or r["column"].startswith("certified")]
+    if plot_rows:
+        plot_lines(plot_rows, "eps", "accuracy_pct", "column", out / "defenses.png",
+                   title=f"{cfg['dataset']}: worst-case attack vs verified accuracy per run "
+                   f"(n = {a.n})", ylabel="accuracy (%)", panel="run")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
