@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import attacks
-from snncertify.report import pivot, plot_lines, write_csv, write_markdown
+from snncertify.report import pivot, plot_bars, write_csv, write_markdown
 from snncertify.training.checkpoint import load_checkpoint
 from snncertify.training.datasets import load_dataset, make_loader
 from snncertify.training.loop import evaluate
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--eps", type=float, nargs="+", help="default: each run's training eps")
     p.add_argument("--n", type=int, default=1000, help="seeded test subset for attacks/bounds")
     p.add_argument("--attacks", nargs="+",
-                   default=["fgsm", "pgd", "pgd@rate", "apgd-ce", "apgd-dlr", "square"])
+                   default=["fgsm", "pgd", "pgd@surrogate:fast_sigmoid", "apgd-ce", "apgd-dlr", "square"])
     p.add_argument("--square-queries", type=int, default=1000)
     p.add_argument("--methods", nargs="+", default=["ibp"], help="bound methods (all runs)")
     p.add_argument("--seed", type=int, default=0)
@@ -91,12 +91,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    title="Defenses: accuracy (%) on a seeded test subset of n images; "
                    "clean also on the full test set (n_test)")
     print((out / "defenses.md").read_text())
-    plot_rows = [r for r in rows if r["column"] in ("clean", "robust")
-                 or r["column"].startswith("certified")]
-    if plot_rows:
-        plot_lines(plot_rows, "eps", "accuracy_pct", "column", out / "defenses.png",
-                   title=f"{cfg['dataset']}: worst-case attack vs verified accuracy per run "
-                   f"(n = {a.n})", ylabel="accuracy (%)", panel="run")
+    for e in sorted({r["eps"] for r in rows}):
+        keep = [r for r in rows if r["eps"] == e and (
+            r["column"] in ("clean", "robust") or r["column"].startswith("certified"))]
+        for r in keep:
+            r["bar"] = {"robust": "worst-case attack"}.get(r["column"], r["column"])
+        plot_bars(keep, "run", "bar", "accuracy_pct", out / f"defenses_eps{e:g}.png",
+                  title=f"{cfg['dataset']}, eps = {e:g} (L-inf, input in [0, 1]): clean, "
+                  f"worst-case attack and verified accuracy (n = {a.n} test images)",
+                  ylabel="accuracy (%)", ymax=105)
     return rows
 
 

@@ -1,10 +1,11 @@
-"""Result tables: rows (dicts) -> CSV, Markdown and a line plot (PNG), written atomically."""
+"""Result tables: rows (dicts) -> CSV, Markdown, line and grouped-bar plots (PNG), written atomically."""
 
 from __future__ import annotations
 
 import csv
 import io
 import os
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -71,6 +72,42 @@ def plot_lines(rows: Sequence[Row], x: str, y: str, series: str, path: str | os.
     axes[0][-1].legend(loc="lower left", fontsize=8)
     if panel and title:
         fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return Path(path)
+
+
+def plot_bars(rows: Sequence[Row], group: str, bar: str, y: str, path: str | os.PathLike,
+              title: str = "", ylabel: str | None = None, ymax: float | None = None) -> Path:
+    """Grouped bars: one group per distinct ``row[group]``, one bar per ``row[bar]``
+    (same colour per bar name across groups), height ``row[y]`` written above each bar."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = list(dict.fromkeys(r[group] for r in rows))
+    bars = list(dict.fromkeys(r[bar] for r in rows))
+    width = 0.8 / len(bars)
+    fig = Figure(figsize=(max(8.0, 2.5 + 1.3 * len(groups) * max(1, len(bars) / 3)), 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for j, name in enumerate(bars):
+        xs, hs = [], []
+        for i, g in enumerate(groups):
+            vals = [r[y] for r in rows if r[group] == g and r[bar] == name]
+            if vals:
+                xs.append(i + (j - (len(bars) - 1) / 2) * width)
+                hs.append(vals[0])
+        drawn = ax.bar(xs, hs, width, label=str(name), color=f"C{j % 10}",
+                       hatch="//" if "certified" in str(name) or "verified" in str(name) else None)
+        ax.bar_label(drawn, fmt="%.1f", fontsize=7)
+    ax.set_xticks(range(len(groups)), [str(g) for g in groups], rotation=15)
+    if ymax is not None:
+        ax.set_ylim(0, ymax)
+    ax.set_ylabel(ylabel or y)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
