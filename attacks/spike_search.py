@@ -40,18 +40,10 @@ from torch import Tensor
 
 from snncertify.gradmode import Relaxed
 
+from .classifier import margin
 from .suite import Attack
 
 __all__ = ["SpikeSearch"]
-
-
-def _margin(scores: Tensor, y: Tensor, tgt: Tensor | None = None) -> Tensor:
-    """``s_y - max_{j != y} s_j`` ``[B]`` (<= 0: broken, a tie included), or
-    ``s_y - s_tgt`` against one target class ``tgt`` ``[B]``."""
-    true = scores.gather(1, y[:, None]).squeeze(1)
-    if tgt is not None:
-        return true - scores.gather(1, tgt[:, None]).squeeze(1)
-    return true - scores.scatter(1, y[:, None], float("-inf")).amax(1)
 
 
 def _lex_better(em: Tensor, sm: Tensor, em0: Tensor, sm0: Tensor) -> Tensor:
@@ -115,14 +107,14 @@ class SpikeSearch(Attack):
         for i in range(0, x.shape[0], c):
             xi, yi = x[i:i + c], y[i:i + c]
             ti = None if tgt is None else tgt[i:i + c]
-            em.append(_margin(self._scores(xi, shape), yi, ti))
-            sm.append(_margin(self._scores(xi, shape, relaxed), yi, ti))
+            em.append(margin(self._scores(xi, shape), yi, ti))
+            sm.append(margin(self._scores(xi, shape, relaxed), yi, ti))
         return torch.cat(em), torch.cat(sm)
 
     def _relaxed_grad(self, x: Tensor, y: Tensor, shape, tau: float) -> Tensor:
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            loss = _margin(self._scores(xg, shape, Relaxed(tau)), y).sum()
+            loss = margin(self._scores(xg, shape, Relaxed(tau)), y).sum()
             (g,) = torch.autograd.grad(loss, xg)
         return g
 
