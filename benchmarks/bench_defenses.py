@@ -34,6 +34,12 @@ def subset(dataset: str, root: str, n: int, seed: int) -> tuple[torch.Tensor, to
     return torch.stack(xs), torch.tensor(ys)
 
 
+def epoch_seconds(cfg: dict) -> float:
+    """Mean training seconds per epoch recorded in a run's config."""
+    times = cfg["history"]["epoch_seconds"]
+    return sum(times) / len(times)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", nargs="+", required=True, help="run folders (model.pt + config.json)")
@@ -50,23 +56,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     suite = [attacks.Square(n_queries=a.square_queries) if s == "square" else s for s in a.attacks]
-    rows, clean_epoch, extra = [], None, {}
-    for run in a.runs:
-        bnet, cfg = load_checkpoint(run)
-        secs = sum(cfg["history"]["epoch_seconds"]) / len(cfg["history"]["epoch_seconds"])
-        if cfg["defense"] == "clean":
-            clean_epoch = secs
-    for run in a.runs:
-        bnet, cfg = load_checkpoint(run)
+    rows, extra, subsets = [], {}, {}
+    loaded = [(run, *load_checkpoint(run)) for run in a.runs]
+    clean_epoch = next((epoch_seconds(cfg) for _, _, cfg in loaded if cfg["defense"] == "clean"),
+                       None)
+    for run, bnet, cfg in loaded:
         name = Path(run).name
         steps = bnet.num_steps
         full = evaluate(bnet, make_loader(cfg["dataset"], a.data_root, False, 500, num_steps=steps))
-        x, y = subset(cfg["dataset"], a.data_root, a.n, a.seed)
+        if cfg["dataset"] not in subsets:
+            subsets[cfg["dataset"]] = subset(cfg["dataset"], a.data_root, a.n, a.seed)
+        x, y = subsets[cfg["dataset"]]
         eps = a.eps or [cfg["defense_params"].get("eps", 0.1)]
         start = time.perf_counter()
         res = attacks.evaluate(bnet, (x, y), eps, suite, certify=a.methods, seed=a.seed,
                                batch_size=250, progress=True)
-        secs = sum(cfg["history"]["epoch_seconds"]) / len(cfg["history"]["epoch_seconds"])
+        secs = epoch_seconds(cfg)
         for r in res:
             rows.append({"run": name, "defense": cfg["defense"], "encoding": bnet.encoding,
                          "eps": float(r["eps"]), "column": r["attack"],

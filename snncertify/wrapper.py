@@ -80,6 +80,17 @@ class BoundedSNN(nn.Module):
             f"readout={self.readout!r}, seed={self.seed}"
         )
 
+    def with_steps(self, num_steps: int) -> BoundedSNN:
+        """The same network (shared parameters, encoding, readout, seed, slack) run for
+        ``num_steps`` steps; ``self`` when equal. Cached per step count."""
+        if num_steps == self.num_steps:
+            return self
+        siblings = self.__dict__.setdefault("_siblings", {})  # a plain dict: not a submodule
+        if num_steps not in siblings:
+            siblings[num_steps] = BoundedSNN(self.net, num_steps, self.encoding, self.readout,
+                                             self.seed, self.slack)
+        return siblings[num_steps]
+
     # ----------------------------------------------------------------- inputs
     def steps_for(self, x: Tensor) -> int:
         if self.encoding == "event":

@@ -31,15 +31,9 @@ def load_mnist(root: str | os.PathLike, train: bool, limit: int | None = None) -
     Raises:
         FileNotFoundError: with the expected layout when ``root`` lacks the data.
     """
-    from torchvision.datasets import MNIST
+    from .datasets import load_dataset  # the one MNIST reader (and its missing-data error)
 
-    try:
-        ds = MNIST(root=str(root), train=train, download=False)
-    except RuntimeError as err:
-        raise FileNotFoundError(
-            f"MNIST not found under {root!r}: expected {root}/MNIST/raw/*-ubyte "
-            "(torchvision's layout); download it with torchvision.datasets.MNIST(root, download=True)"
-        ) from err
+    ds = load_dataset("mnist", root, train, augment=False)
     x = ds.data.float().div(255.0).unsqueeze(1)
     y = ds.targets.clone()
     if limit is not None:

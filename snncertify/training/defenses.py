@@ -101,7 +101,6 @@ class Certified(Defense):
             raise ValueError(f"cert_steps must be >= 1, got {cert_steps}")
         self.eps, self.method, self.kappa_end = float(eps), method, float(kappa_end)
         self.ramp, self.warmup, self.cert_steps = float(ramp), float(warmup), cert_steps
-        self._short: dict[int, BoundedSNN] = {}
 
     def schedule(self, progress: float) -> tuple[float, float]:
         """``(eps, kappa)`` at ``progress``."""
@@ -111,13 +110,7 @@ class Certified(Defense):
         return self.eps * r, 1.0 - r * (1.0 - self.kappa_end)
 
     def bound_net(self, bnet: BoundedSNN) -> BoundedSNN:
-        if self.cert_steps is None or self.cert_steps == bnet.num_steps:
-            return bnet
-        key = id(bnet)
-        if key not in self._short:
-            self._short[key] = BoundedSNN(bnet.net, self.cert_steps, bnet.encoding, bnet.readout,
-                                          bnet.seed, bnet.slack)
-        return self._short[key]
+        return bnet if self.cert_steps is None else bnet.with_steps(self.cert_steps)
 
     def loss(self, bnet, x, y, noise, progress):
         eps, kappa = self.schedule(progress)
@@ -248,7 +241,6 @@ class Hire(_AttackDefense):
         if periods < 1:
             raise ValueError(f"periods must be >= 1, got {periods}")
         self.periods, self.step = int(periods), step
-        self._short: dict[int, BoundedSNN] = {}
 
     @property
     def updates_per_batch(self) -> int:
@@ -260,11 +252,7 @@ class Hire(_AttackDefense):
         if bnet.num_steps % self.periods:
             raise ValueError(f"hire: T = {bnet.num_steps} is not divisible by periods = "
                              f"{self.periods}")
-        key = id(bnet)
-        if key not in self._short:
-            self._short[key] = BoundedSNN(bnet.net, bnet.num_steps // self.periods, bnet.encoding,
-                                          bnet.readout, bnet.seed, bnet.slack)
-        return self._short[key]
+        return bnet.with_steps(bnet.num_steps // self.periods)
 
     def loss(self, bnet, x, y, noise, progress, period: int = 0):
         pnet = self.period_net(bnet)
