@@ -13,7 +13,14 @@ attack accepts directly. The protocol (attacks, steps, step sizes, gradient
 modes, what "robust accuracy" means, sanity checks) is in README.md ("Attack evaluation protocol").
 """
 
-from .checks import MaskingWarning, SanityWarning, SoundnessWarning, run_checks
+from .checks import (
+    ConsistencyError,
+    MaskingWarning,
+    SanityWarning,
+    SoundnessWarning,
+    check_consistency,
+    run_checks,
+)
 from .classifier import (
     GRAD_MODES,
     SURROGATES,
@@ -56,6 +63,7 @@ __all__ = [
     "Attack",
     "AttackableSNN",
     "AutoAttack",
+    "ConsistencyError",
     "MaskingWarning",
     "OutOfBallWarning",
     "Results",
@@ -71,6 +79,7 @@ __all__ = [
     "plot",
     "project",
     "read_csv",
+    "check_consistency",
     "run_checks",
     "strict_correct",
     "to_csv",

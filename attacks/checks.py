@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from torch import Tensor
 
 __all__ = [
+    "ConsistencyError",
     "MaskingWarning",
     "SanityWarning",
     "SoundnessWarning",
     "check_broken_at",
     "check_certified_not_broken",
+    "check_consistency",
     "check_large_eps",
     "check_monotone",
     "check_square_vs_gradient",
@@ -37,6 +39,39 @@ class MaskingWarning(SanityWarning):
 
 class SoundnessWarning(SanityWarning):
     """An attack broke a certified sample: the certificate or the model is wrong."""
+
+
+class ConsistencyError(AssertionError):
+    """The table breaks certified <= worst case <= clean, or worst case <= every attack."""
+
+
+def check_consistency(rows: Sequence[dict]) -> list[str]:
+    """What must hold in every evaluation, per eps: each ``certified``/``exact`` column <=
+    the worst case (``robust``) <= ``clean``, and the worst case <= every attack column.
+    Returns the violations (empty: consistent); compares correct-sample counts."""
+    found = []
+    by_eps: dict[float, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_eps[float(r["eps"])].append(r)
+
+    def count(r: dict) -> float:
+        return r["correct"] if "correct" in r else r["accuracy"]
+
+    for e, rs in sorted(by_eps.items()):
+        robust = [r for r in rs if r["kind"] == "robust"]
+        clean = [r for r in rs if r["kind"] == "clean"]
+        if len(robust) != 1 or len(clean) != 1:
+            found.append(f"eps={e:g}: expected one clean and one worst-case row")
+            continue
+        rob, cl = count(robust[0]), count(clean[0])
+        if rob > cl:
+            found.append(f"eps={e:g}: worst case {rob} > clean {cl}")
+        for r in rs:
+            if r["kind"] in ("certified", "exact") and count(r) > rob:
+                found.append(f"eps={e:g}: {r['attack']} {count(r)} > worst case {rob}")
+            if r["kind"] == "attack" and count(r) < rob:
+                found.append(f"eps={e:g}: worst case {rob} > {r['attack']} {count(r)}")
+    return found
 
 
 def _by_eps(rows: Sequence[dict], kind: str) -> dict[float, dict[str, dict]]:

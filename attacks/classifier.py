@@ -235,6 +235,8 @@ class AttackableSNN(nn.Module):
         #: counters of input-gradient checks: backward passes seen, all-zero ones,
         #: and samples whose own input gradient was all zero.
         self.grad_stats = {"calls": 0, "zero_calls": 0, "samples": 0, "zero_samples": 0}
+        #: called with the number of model queries made (progress bars inside attacks)
+        self.on_query: Callable[[int], None] | None = None
 
     # ------------------------------------------------------------ configuration
     @property
@@ -384,9 +386,15 @@ class AttackableSNN(nn.Module):
             return None
         return self._fresh_noise(x) if self._noise == "fresh" else self.eval_noise(x)
 
+    def count_query(self, n: int = 1) -> None:
+        """Report ``n`` batched model queries to ``on_query`` (if set)."""
+        if self.on_query is not None:
+            self.on_query(n)
+
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``[B, K]`` = ``logit_scale * bnet(x, noise)`` from a fresh state."""
         self.validate(x)
+        self.count_query()
         noise = self._noise_for(x)
         if torch.is_grad_enabled() and x.requires_grad:
             x = x.view_as(x)

@@ -141,7 +141,8 @@ def evaluate(
         batch_size: for ``(x, y)`` data.
         seed: seed of the attacks given by name (deterministic results).
         device: move model and data there (default: the model's device).
-        progress: a tqdm bar over (eps, batch, attack).
+        progress: a tqdm bar over (eps, batch, attack) and, inside each attack call, one
+            over its model queries (Square: of ``n_queries``).
         run_sanity_checks: run :mod:`attacks.checks` and warn on findings.
         expect_broken_at: declare the model clean-trained: robust accuracy at
             eps >= this must be <= ``near_zero``.
@@ -205,7 +206,14 @@ def evaluate(
                     ok = torch.zeros_like(ok0)
                     x_out = x.clone()
                     if len(idx):
-                        x_adv = atk(clf, x[idx], y[idx], e)
+                        inner = tqdm(total=atk.expected_queries, desc=f"  {lab}", unit="query",
+                                     disable=not progress, leave=False, position=1)
+                        clf.on_query = inner.update
+                        try:
+                            x_adv = atk(clf, x[idx], y[idx], e)
+                        finally:
+                            clf.on_query = None
+                            inner.close()
                         over, box = check_ball(x_adv, x[idx], e)
                         if over > 1e-6 or box > 0:  # the attack wrapper guarantees this
                             raise AssertionError(f"{lab}: output outside the ball after projection")

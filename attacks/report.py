@@ -13,7 +13,8 @@ import io
 import os
 from collections.abc import Sequence
 
-from snncertify.io import atomic_path, write_text
+from snncertify.io import write_text
+from snncertify.report import plot_lines
 
 __all__ = ["read_csv", "to_csv", "to_markdown", "plot"]
 
@@ -81,33 +82,10 @@ def to_markdown(rows: Sequence[dict], path: str | os.PathLike | None = None,
 
 
 def plot(rows: Sequence[dict], path: str | os.PathLike, title: str | None = None) -> None:
-    """PNG: accuracy vs eps, one line per attack; robust (worst case) bold, certified dashed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    # the Agg canvas directly: no pyplot, no change to the caller's global backend
-    fig = Figure(figsize=(6.4, 4.4), dpi=120)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    kinds = {r["attack"]: r["kind"] for r in rows}
-    for name in _columns(rows):
-        pts = sorted((float(r["eps"]), float(r["accuracy"])) for r in rows if r["attack"] == name)
-        xs, ys = [p[0] for p in pts], [100 * p[1] for p in pts]
-        kind = kinds[name]
-        style = {
-            "clean": dict(color="grey", linestyle=":", linewidth=1.2),
-            "robust": dict(color="black", linewidth=2.6),
-            "exact": dict(color="red", linewidth=1.8, linestyle="-.", marker="s", markersize=4),
-            "certified": dict(linestyle="--", linewidth=1.8),
-        }.get(kind, dict(linewidth=1.2, marker="o", markersize=3))
-        ax.plot(xs, ys, label=name, **style)
-    ax.set_xlabel("eps (L-inf, input in [0, 1])")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_ylim(-2, 102)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
+    """PNG: accuracy (%) vs eps, one line per column (``snncertify.report.plot_lines``):
+    worst case (robust) bold, certified dashed, clean dotted; coinciding lines offset."""
+    order = _columns(rows)
+    pct = [{"eps": float(r["eps"]), "column": r["attack"], "accuracy (%)": 100 * float(r["accuracy"])}
+           for r in sorted(rows, key=lambda r: order.index(r["attack"]))]
+    plot_lines(pct, "eps", "accuracy (%)", "column", path, title=title or "",
+               xlabel="eps (L-inf, input in [0, 1])", ylim=(-2, 102), dodge=0.004)

@@ -93,6 +93,7 @@ class SpikeSearch(Attack):
     def _scores(self, x: Tensor, shape, grad=None) -> Tensor:
         """Scores of flat inputs ``[N, d]`` on the fixed draw (exact unless ``grad``)."""
         xs = x.reshape(x.shape[0], *shape)
+        self.clf.count_query()
         noise = self.clf.eval_noise(xs)
         return self.clf.bnet(xs, noise, grad=grad)
 

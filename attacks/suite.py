@@ -31,6 +31,7 @@ name            what                                                   gradient
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import math
 import warnings
@@ -198,6 +199,12 @@ class Attack:
 
     def _label(self) -> str:
         return self.name
+
+    @property
+    def expected_queries(self) -> int | None:
+        """About how many batched model queries one call makes (a progress bar's total;
+        None: not known in advance)."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.label!r})"
@@ -387,6 +394,10 @@ class Square(Attack):
     def _label(self) -> str:
         return f"Square-{self.n_queries}"
 
+    @property
+    def expected_queries(self) -> int:
+        return (self.n_queries + 1) * self.restarts
+
     def perturb(self, model, x, y, eps):
         return _TA["Square"](
             model, norm="Linf", eps=eps, n_queries=self.n_queries, n_restarts=self.restarts,
@@ -504,9 +515,29 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
 # "spike-search" (attacks.spike_search.SpikeSearch) is registered by the package's __init__.
 
 
+def _parse_params(name: str, spec: str) -> tuple[str, dict]:
+    """``"square(n_queries=1000)"`` -> ``("square", {"n_queries": 1000})`` (literal values only)."""
+    name = name.strip()
+    if "(" not in name:
+        return name, {}
+    head, _, args = name.partition("(")
+    try:
+        if not args.endswith(")"):
+            raise SyntaxError("no closing parenthesis")
+        call = ast.parse(f"f({args}", mode="eval").body
+        if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
+            raise SyntaxError("only key=value parameters")
+        return head, {k.arg: ast.literal_eval(k.value) for k in call.keywords}
+    except (SyntaxError, ValueError) as err:
+        raise ValueError(f"attack spec {spec!r}: parameters must read name(key=value, ...) with "
+                         f"literal values ({err})") from None
+
+
 def make_attack(spec: str | Attack, **kwargs) -> Attack:
-    """An attack from a name (``"pgd"``), a name with a gradient mode
-    (``"pgd@rate"``, ``"apgd-ce@surrogate:fast_sigmoid"``), or an instance."""
+    """An attack from a name (``"pgd"``), a name with parameters
+    (``"square(n_queries=1000)"``), a name with a gradient mode (``"pgd@rate"``,
+    ``"apgd-ce(steps=50)@surrogate:fast_sigmoid"``), or an instance. Keyword
+    arguments given here win over the spec's."""
     if isinstance(spec, Attack):
         if kwargs:
             raise ValueError("keyword arguments only apply to attacks given by name")
@@ -514,9 +545,12 @@ def make_attack(spec: str | Attack, **kwargs) -> Attack:
     if not isinstance(spec, str):
         raise TypeError(f"an attack is a name or an Attack, got {type(spec).__name__}")
     name, _, grad = spec.partition("@")
+    name, params = _parse_params(name, spec)
     key = name.strip().lower()
     if key not in ATTACKS:
         raise ValueError(f"unknown attack {name!r}; known: {sorted(ATTACKS)}")
+    for k, v in params.items():
+        kwargs.setdefault(k, v)
     if grad:
         kwargs.setdefault("grad", grad.strip())
     if key == "transfer" and "source" not in kwargs:

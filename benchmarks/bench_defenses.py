@@ -23,15 +23,8 @@ import torch
 import attacks
 from snncertify.report import pivot, plot_bars, write_csv, write_markdown
 from snncertify.training.checkpoint import load_checkpoint
-from snncertify.training.datasets import load_dataset, make_loader
+from snncertify.training.datasets import make_loader, test_subset
 from snncertify.training.loop import evaluate
-
-
-def subset(dataset: str, root: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    ds = load_dataset(dataset, root, train=False)
-    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n]
-    xs, ys = zip(*(ds[int(i)] for i in idx), strict=True)
-    return torch.stack(xs), torch.tensor(ys)
 
 
 def epoch_seconds(cfg: dict) -> float:
@@ -65,7 +58,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         steps = bnet.num_steps
         full = evaluate(bnet, make_loader(cfg["dataset"], a.data_root, False, 500, num_steps=steps))
         if cfg["dataset"] not in subsets:
-            subsets[cfg["dataset"]] = subset(cfg["dataset"], a.data_root, a.n, a.seed)
+            subsets[cfg["dataset"]] = test_subset(cfg["dataset"], a.data_root, a.n, a.seed)
         x, y = subsets[cfg["dataset"]]
         eps = a.eps or [cfg["defense_params"].get("eps", 0.1)]
         start = time.perf_counter()

@@ -6,7 +6,7 @@ import csv
 import io
 import os
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .io import atomic_path, write_text
@@ -41,38 +41,75 @@ def write_markdown(rows: Sequence[Row], path: str | os.PathLike, columns: Sequen
     return write_text(path, text)
 
 
+MARKERS = "osD^vPX*ph<>"
+
+
+def default_style(name: str) -> dict:
+    """Line style by series name: clean dotted, worst case bold, certified/verified dashed."""
+    low = name.lower()
+    if low == "clean":
+        return {"linestyle": ":", "color": "grey"}
+    if low in ("robust", "worst-case attack"):
+        return {"linewidth": 2.6, "color": "black"}
+    if "certified" in low or "verified" in low:
+        return {"linestyle": "--", "linewidth": 1.8}
+    return {"linewidth": 1.2}
+
+
 def plot_lines(rows: Sequence[Row], x: str, y: str, series: str, path: str | os.PathLike,
-               title: str = "", ylabel: str | None = None, panel: str | None = None) -> Path:
+               title: str = "", ylabel: str | None = None, panel: str | None = None,
+               xlabel: str | None = None, ylim: tuple[float, float] | None = (-0.02, 1.02),
+               dodge: float = 0.0, style: Callable[[str], dict] | None = default_style,
+               ncols: int = 3) -> Path:
     """One line per distinct ``row[series]``: ``row[y]`` against ``row[x]``, saved as PNG.
 
-    With ``panel``, one subplot per distinct ``row[panel]`` (same colours per series).
+    With ``panel``, one subplot per distinct ``row[panel]`` (up to ``ncols`` per row; same
+    colour and marker per series everywhere). Curves that coincide stay readable: each
+    series has its own marker and colour, ``style(name)`` adds line styles, and ``dodge``
+    shifts series ``i`` of ``n`` by ``(i - (n - 1) / 2) * dodge`` times the x range.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     panels = list(dict.fromkeys(r[panel] for r in rows)) if panel else [None]
     names = list(dict.fromkeys(r[series] for r in rows))
-    colours = {n: f"C{i % 10}" for i, n in enumerate(names)}
-    fig = Figure(figsize=(5 * len(panels) + 1, 4))
+    xs_all = [float(r[x]) for r in rows]
+    span = (max(xs_all) - min(xs_all)) if xs_all else 0.0
+    cols = min(len(panels), ncols)
+    nrows = -(-len(panels) // cols)
+    fig = Figure(figsize=(4.6 * cols + 2.4, 3.8 * nrows + 0.6))
     FigureCanvasAgg(fig)  # the Agg canvas directly: the caller's pyplot backend is untouched
-    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)
-    for ax, p in zip(axes[0], panels, strict=True):
+    axes = fig.subplots(nrows, cols, squeeze=False, sharey=True)
+    handles = {}
+    for k, ax in enumerate(axes.flat):
+        if k >= len(panels):
+            ax.set_visible(False)
+            continue
+        p = panels[k]
         subset = [r for r in rows if panel is None or r[panel] == p]
-        for name in names:
-            pts = sorted((r[x], r[y]) for r in subset if r[series] == name)
-            if pts:
-                style = "--" if "certified" in str(name) else "-"
-                ax.plot([q[0] for q in pts], [q[1] for q in pts], style, marker="o",
-                        color=colours[name], label=str(name))
-        ax.set_xlabel(x)
-        ax.set_ylim(-0.02, 1.02)
+        for i, name in enumerate(names):
+            pts = sorted((float(r[x]), r[y]) for r in subset if r[series] == name)
+            if not pts:
+                continue
+            shift = (i - (len(names) - 1) / 2) * dodge * span
+            kw = {"color": f"C{i % 10}", "marker": MARKERS[i % len(MARKERS)], "markersize": 5,
+                  "markerfacecolor": "none" if i % 2 else None}
+            kw.update(style(str(name)) if style else {})
+            (line,) = ax.plot([q[0] + shift for q in pts], [q[1] for q in pts], label=str(name),
+                              **kw)
+            handles.setdefault(str(name), line)
+        ax.set_xlabel(xlabel or x)
+        if ylim is not None:
+            ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
-        ax.set_title(f"{panel}: {p}" if panel else title)
-    axes[0][0].set_ylabel(ylabel or y)
-    axes[0][-1].legend(loc="lower left", fontsize=8)
+        ax.set_title("\n".join(textwrap.wrap(f"{panel}: {p}" if panel else title, 60)),
+                     fontsize=10)
+    for row in axes:
+        row[0].set_ylabel(ylabel or y)
+    fig.legend(list(handles.values()), list(handles), loc="center right", fontsize=8)
     if panel and title:
-        fig.suptitle(title)
-    fig.tight_layout()
+        fig.suptitle("\n".join(textwrap.wrap(title, 110)), fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1 - 2.2 / fig.get_figwidth(), 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     return Path(path)

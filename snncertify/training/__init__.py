@@ -7,7 +7,7 @@ during training); ``snncertify/__init__`` never imports it.
 from .archs import ARCHS, build_arch
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import load_digits_split, load_mnist
-from .datasets import DATASETS, load_dataset, make_loader
+from .datasets import DATASETS, load_dataset, make_loader, test_subset
 from .defenses import DEFENSES, PGDAT, Certified, Clean, Defense, Hire, Stable, make_defense
 from .loop import (
     Trainer,
@@ -38,6 +38,7 @@ __all__ = [
     "load_mnist",
     "make_defense",
     "make_loader",
+    "test_subset",
     "save_checkpoint",
     "train_certified",
     "train_clean",

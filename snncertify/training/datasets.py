@@ -385,3 +385,22 @@ def make_loader(
         generator=gen,
         collate_fn=_collate_time_major if event else _collate_batch_major,
     )
+
+
+def test_subset(name: str, root: str | os.PathLike | None, n: int | None = None,
+                seed: int = 0) -> tuple[Tensor, Tensor]:
+    """A seeded random subset of ``n`` test samples as tensors (all of them when ``n`` is None).
+
+    Returns ``x`` ``[n, *input_shape]`` and ``y`` ``[n]``; the same ``(n, seed)`` gives the
+    same images on every machine (a CPU ``torch.Generator`` permutation of the test set).
+    """
+    if DATASETS[name].encoding == "event":
+        raise ValueError(f"test_subset: {name} is event data (time-major batches); use make_loader")
+    ds = load_dataset(name, root, train=False)
+    idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
+    if n is not None:
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        idx = idx[:n]
+    xs, ys = zip(*(ds[int(i)] for i in idx), strict=True)
+    return torch.stack(xs), torch.tensor([int(v) for v in ys])

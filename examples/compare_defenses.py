@@ -1,0 +1,202 @@
+"""Which defense makes an SNN robust, and how much of that is proved: the zoo's entries side by side.
+
+    python examples/compare_defenses.py                      # digits entries (ship with the package)
+    python examples/compare_defenses.py --dataset mnist --data-root ../shared/data
+
+For every zoo entry of the data set, architecture and encoding (one per defense)
+and every eps, on the same n test images (digits: all 360; a seeded subset
+otherwise): clean accuracy, each attack's accuracy, the worst case over the
+suite (a sample counts only if it survives every attack), verified accuracy by
+IBP and by the best linear bound method (a sample counts if any of the linear
+methods proves it). A tie is an error everywhere. Accuracy is in % of n in the
+table, the CSV and the plots.
+
+The script checks, for every defense and eps, verified <= worst case <= clean
+and worst case <= every attack; a violation is an error (exit status 2). The
+attack suite's sanity warnings (gradient masking, soundness) are printed.
+Writes ``compare_defenses.csv`` / ``.md``, ``accuracy_vs_eps.png`` and
+``certified_vs_empirical.png`` into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import attacks
+import zoo
+from snncertify.report import pivot, plot_lines, to_markdown, write_csv, write_markdown
+from snncertify.training.datasets import test_subset
+
+LINEAR = ("crown-ibp", "crown", "alpha-crown")
+DEFAULT_ATTACKS = ["fgsm", "pgd", "apgd-ce", "apgd-dlr", "square(n_queries=1000)"]
+
+
+def entries(dataset: str, arch: str | None, encoding: str) -> list[str]:
+    """The zoo entries compared: one per defense of ``dataset``/``arch``/``encoding``."""
+    names = [n for n in zoo.list(dataset=dataset)
+             if (arch is None or zoo.card(n)["arch"] == arch)
+             and zoo.card(n)["certify"]["encoding"] == encoding]
+    if not names:
+        raise SystemExit(f"no zoo entries for dataset={dataset} arch={arch} encoding={encoding}; "
+                         f"see python -m zoo list")
+    return names
+
+
+def evaluate_entry(name: str, x: torch.Tensor, y: torch.Tensor, args) -> tuple[list[dict], list[str]]:
+    """Long rows (``column``, ``kind``, ``correct``, ``accuracy``: fraction) of one entry, with the
+    best-linear verified column added, and the suite's warnings."""
+    bnet = zoo.load_bounded(name, map_location=args.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", attacks.SanityWarning)
+        res = attacks.evaluate(bnet, (x, y), args.eps, args.attacks, certify=args.methods,
+                               seed=args.seed, batch_size=args.batch_size, device=args.device,
+                               progress=not args.quiet)
+    for w in caught:
+        if not issubclass(w.category, attacks.SanityWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    rows = [dict(r) for r in res]
+    linear = [m for m in args.methods if m in LINEAR]
+    for e in args.eps:
+        masks = res.masks[float(e)]
+        if linear:
+            best = torch.zeros_like(masks["clean"])
+            for m in linear:
+                best |= masks[f"certified ({m})"]
+            rows.append({"eps": float(e), "attack": "verified (best linear)", "kind": "certified",
+                         "correct": int(best.sum()), "n": len(y),
+                         "accuracy": float(best.sum()) / len(y)})
+    return rows, list(res.warnings)
+
+
+def _timed_entry(name: str, x: torch.Tensor, y: torch.Tensor, args) -> tuple:
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    return evaluate_entry(name, x, y, args), time.perf_counter() - t0
+
+
+def run_entries(names: list[str], x: torch.Tensor, y: torch.Tensor, args):
+    """Yield ``(name, (rows, warnings), seconds)`` per entry, in order; ``args.jobs`` worker
+    processes (spawned, ``args.threads`` threads each) share the entries when > 1."""
+    if args.jobs <= 1:
+        for name in names:
+            yield name, *_timed_entry(name, x, y, args)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    quiet = argparse.Namespace(**{**vars(args), "quiet": True})  # bars would interleave
+    with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(_timed_entry, name, x, y, quiet) for name in names]
+        for name, fut in zip(names, futures, strict=True):
+            yield name, *fut.result()
+
+
+def column_name(r: dict) -> str:
+    if r["kind"] == "robust":
+        return "worst-case attack"
+    if r["attack"] == "certified (ibp)":
+        return "verified (IBP)"
+    if r["kind"] == "certified" and r["attack"] != "verified (best linear)":
+        return "verified (" + r["attack"][len("certified ("):]
+    return r["attack"]
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="digits", help="digits (default, embedded) or mnist")
+    p.add_argument("--arch", help="zoo architecture (default: every one of the data set)")
+    p.add_argument("--encoding", default="direct", help="entries with this input encoding")
+    p.add_argument("--data-root", help="data folder (not needed for digits)")
+    p.add_argument("--eps", type=float, nargs="+", default=[0.02, 0.05, 0.1],
+                   help="L-inf radii, input units ([0, 1])")
+    p.add_argument("--attacks", nargs="+", default=DEFAULT_ATTACKS,
+                   help="attack specs (attacks.make_attack), e.g. pgd 'square(n_queries=5000)'")
+    p.add_argument("--methods", nargs="+", default=["ibp", "crown-ibp"],
+                   help="bound methods; the best linear one (crown-ibp, crown, alpha-crown) "
+                        "gets its own column")
+    p.add_argument("--n", type=int, help="seeded test subset (default: digits all, else 1000)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default 1: fastest for the small zoo nets)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="worker processes sharing the entries (2 on a 2-core machine halves the "
+                        "time; progress bars only with 1)")
+    p.add_argument("--out", help="output folder (default: runs/compare_defenses/<dataset>)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if "ibp" not in args.methods:
+        args.methods = ["ibp", *args.methods]
+    n = args.n if args.n is not None else (None if args.dataset == "digits" else 1000)
+    out = Path(args.out or f"runs/compare_defenses/{args.dataset}")
+    names = entries(args.dataset, args.arch, args.encoding)
+    x, y = test_subset(args.dataset, args.data_root, n, args.seed)
+    n = len(y)
+    start = time.perf_counter()
+
+    rows, problems = [], []
+    print(f"comparing {len(names)} entries on {n} test images at eps {args.eps}"
+          + (f" in {args.jobs} processes" if args.jobs > 1 else ""), flush=True)
+    for name, (res, found), seconds in run_entries(names, x, y, args):
+        card = zoo.card(name)
+        for msg in found:
+            print(f"  WARNING ({card['defense']}): {msg}")
+        problems += [f"{card['defense']}: {v}" for v in attacks.check_consistency(res)]
+        rows += [{"dataset": args.dataset, "model": name, "defense": card["defense"],
+                  "eps": float(r["eps"]), "column": column_name(r),
+                  "accuracy_pct": round(100 * float(r["accuracy"]), 2), "n": n} for r in res]
+        print(f"{name}: done in {seconds:.0f} s ({time.perf_counter() - start:.0f} s so far)",
+              flush=True)
+    if problems:
+        raise attacks.ConsistencyError("the comparison is inconsistent:\n  " + "\n  ".join(problems))
+
+    protocol = (f"{args.dataset}, n = {n} test images, L-inf eps in input units, "
+                f"attacks: {', '.join(args.attacks)}; bounds: {', '.join(args.methods)}")
+    table = pivot(rows, ["defense", "eps", "n"], "column", "accuracy_pct")
+    write_csv(rows, out / "compare_defenses.csv")
+    write_markdown(table, out / "compare_defenses.md",
+                   title=f"Defenses compared: accuracy (%) of {n} test images ({protocol})")
+    print(f"\nAccuracy (%) of n = {n} {args.dataset} test images ({protocol}); "
+          "checked: verified <= worst-case attack <= every attack, clean")
+    print(to_markdown(table))
+    arch = ", ".join(sorted({zoo.card(nm)["arch"] for nm in names}))
+    plot_lines(rows, "eps", "accuracy_pct", "column", out / "accuracy_vs_eps.png",
+               panel="defense", ylabel="accuracy (%)", xlabel="eps (L-inf, input in [0, 1])",
+               ylim=(-2, 102), dodge=0.006,
+               title=f"{args.dataset} zoo entries ({arch}, {args.encoding} input): accuracy vs eps "
+                     f"per defense, n = {n} test images; worst case = every attack; verified = proved")
+    colours = {d: f"C{i % 10}" for i, d in enumerate(dict.fromkeys(r["defense"] for r in rows))}
+    summary = [{**r, "curve": f"{r['defense']}: {r['column']}"} for r in rows
+               if r["column"] in ("worst-case attack", "verified (best linear)")
+               or (r["column"] == "verified (IBP)"
+                   and not any(m in LINEAR for m in args.methods))]
+
+    def style(curve: str) -> dict:
+        defense, _, col = curve.partition(": ")
+        return {"color": colours[defense], "linestyle": "--" if col.startswith("verified") else "-",
+                "linewidth": 1.6}
+
+    plot_lines(summary, "eps", "accuracy_pct", "curve", out / "certified_vs_empirical.png",
+               ylabel="accuracy (%)", xlabel="eps (L-inf, input in [0, 1])", ylim=(-2, 102),
+               dodge=0.004, style=style,
+               title=f"{args.dataset} ({arch}): empirical (worst-case attack, solid) vs certified "
+                     f"(verified, dashed) robust accuracy per defense, n = {n}")
+    print(f"wrote {out}/compare_defenses.csv, .md, accuracy_vs_eps.png, certified_vs_empirical.png "
+          f"in {time.perf_counter() - start:.0f} s")
+    return rows
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except attacks.ConsistencyError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        sys.exit(2)

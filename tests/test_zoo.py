@@ -1,0 +1,259 @@
+"""The model zoo: registry, cards, offline loading, hash-checked downloads (loopback HTTP)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import pickle
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import zoo
+from snncertify import BoundedSNN
+from snncertify.training.datasets import make_loader
+from snncertify.training.loop import evaluate
+from zoo import hub, registry
+from zoo.__main__ import main as zoo_cli
+from zoo.measure import differences, entry_name, headline, measure
+
+DIGITS = zoo.list(dataset="digits")
+
+
+def test_registry_names_and_filters():
+    names = zoo.list()
+    assert names == sorted(names) and len(names) >= 6
+    for n in names:
+        c = zoo.card(n)
+        assert n == f"{c['arch']}{'-rate' if c['certify']['encoding'] == 'rate' else ''}-{c['defense']}"
+        assert c["arch"].startswith(c["dataset"] + "-")
+    assert {zoo.card(n)["defense"] for n in DIGITS} >= {
+        "clean", "hire", "stable", "pgd-at", "ibp", "crown-ibp"}
+    assert zoo.list(defense="ibp") and all(zoo.card(n)["defense"] == "ibp"
+                                           for n in zoo.list(defense="ibp"))
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
+        zoo.list(dataset="imagenet")
+    with pytest.raises(KeyError, match="did you mean digits-fc-ibp"):
+        zoo.card("digits-fc-ibq")
+
+
+def test_card_is_a_copy_and_complete():
+    c = zoo.card(DIGITS[0])
+    for key in registry.REQUIRED_KEYS:
+        assert key in c
+    assert set(c["certify"]) >= {"num_steps", "encoding", "readout", "seed"}
+    assert 0 < c["clean_accuracy"] <= 1 and c["n_test"] > 0
+    assert c["training"]["command"].startswith("python -m snncertify.train")
+    c["clean_accuracy"] = -1
+    assert zoo.card(DIGITS[0])["clean_accuracy"] != -1
+
+
+@pytest.mark.parametrize("name", zoo.list())
+def test_every_file_matches_its_sha256(name):
+    w = zoo.card(name)["weights"]
+    path = hub.PACKAGE_DIR / w["file"]  # a source checkout holds every entry's file
+    assert path.is_file(), f"{path} missing from the checkout"
+    assert hub.sha256(path) == w["sha256"] and path.stat().st_size == w["bytes"]
+    assert w["url"].endswith("/" + w["file"])
+
+
+@pytest.mark.parametrize("name", DIGITS)
+def test_digits_entry_loads_offline_and_reproduces_clean_accuracy(name):
+    c = zoo.card(name)
+    net = zoo.load(name)
+    assert type(net) is nn.Sequential and not net.training
+    bnet = zoo.load_bounded(name)
+    assert isinstance(bnet, BoundedSNN) and not bnet.training
+    assert (bnet.num_steps, bnet.encoding) == (c["certify"]["num_steps"], c["certify"]["encoding"])
+    acc = evaluate(bnet, make_loader("digits", None, False, 500, num_steps=bnet.num_steps))
+    assert acc == c["clean_accuracy"]
+    # the table's own invariants: certified <= worst case <= every attack, clean
+    for e in {r["eps"] for r in c["results"]}:
+        cells = {r["column"]: r["accuracy"] for r in c["results"] if r["eps"] == e}
+        atk = [v for k, v in cells.items() if k not in ("clean", "robust")
+               and not k.startswith("certified")]
+        assert all(cells["robust"] <= a for a in atk) and cells["robust"] <= cells["clean"]
+        assert all(v <= cells["robust"] for k, v in cells.items() if k.startswith("certified"))
+    if c["defense"] in ("ibp", "crown-ibp"):  # a certified entry must prove something
+        assert max(r["accuracy"] for r in c["results"]
+                   if r["kind"] == "certified" and r["eps"] == 0.02) > 0.3
+
+
+def test_unpretrained_load_differs_from_pretrained():
+    a, b = zoo.load(DIGITS[0]), zoo.load(DIGITS[0], pretrained=False)
+    assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+
+
+def test_digits_card_columns_reproduce_exactly():
+    """The card's gradient-attack and bound columns, re-measured with its protocol, are equal
+    bit for bit (the full card, SpikeSearch and Square-5000 included: ``python -m zoo eval``)."""
+    name = "digits-fc-ibp"
+    c = zoo.card(name)
+    quick = {**c["protocol"], "attacks": ["fgsm", "pgd", "apgd-ce", "apgd-dlr"],
+             "methods": ["ibp", "crown-ibp"]}
+    m = measure(zoo.load_bounded(name), "digits", None, quick, progress=False)
+    assert m["clean_accuracy"] == c["clean_accuracy"]
+    card_rows = {(r["eps"], r["column"]): r for r in c["results"]}
+    compared = 0
+    for r in m["results"]:
+        if r["kind"] != "robust":
+            assert card_rows[(r["eps"], r["column"])] == r
+            compared += 1
+    assert compared == len(c["protocol"]["eps"]) * 7
+
+
+def test_cli_eval_reports_differences(capsys):
+    """``eval --n 20`` measures a different subset: the CLI names what differs, exit 1."""
+    assert zoo_cli(["eval", "digits-fc-clean", "--n", "20"]) == 1
+    out = capsys.readouterr().out
+    assert "DIFFERS from the card" in out and "(n=360), measured" in out
+
+
+def test_differences_reports_a_changed_number():
+    c = zoo.card("digits-fc-ibp")
+    m = {"clean_accuracy": c["clean_accuracy"], "results": [dict(r) for r in c["results"]]}
+    assert differences(c, m) == []
+    m["results"][-1]["accuracy"] += 0.01
+    assert len(differences(c, m)) == 1
+
+
+def test_cli_list_card_table(capsys):
+    assert zoo_cli(["list", "--dataset", "digits"]) == 0
+    out = capsys.readouterr().out
+    assert all(n in out for n in DIGITS)
+    assert zoo_cli(["card", DIGITS[0]]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == DIGITS[0]
+    assert zoo_cli(["table", "--dataset", "digits"]) == 0
+    assert "worst-case attack %" in capsys.readouterr().out
+    h = headline(zoo.card("digits-fc-ibp"))
+    assert h["verified %"] is not None and h["verified %"] <= h["worst-case attack %"]
+
+
+def test_entry_name_rules():
+    cfg = {"dataset": "mnist", "arch": "mnist-fc", "certify": {"encoding": "rate"},
+           "defense": "certified", "defense_params": {"method": "ibp"}}
+    assert entry_name(cfg) == "mnist-fc-rate-ibp"
+    cfg = {"dataset": "mnist", "arch": "tutorial-fc", "certify": {"encoding": "direct"},
+           "defense": "hire", "defense_params": {}}
+    assert entry_name(cfg) == "mnist-tutorial-fc-hire"
+
+
+# ---- downloads over loopback HTTP -------------------------------------------------------
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    truncate = False
+
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+    def do_GET(self):  # noqa: N802
+        if not self.truncate:
+            return super().do_GET()
+        data = (Path(self.directory) / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data[: len(data) // 2])  # then the connection closes
+        self.close_connection = True
+
+
+@pytest.fixture
+def server(tmp_path, monkeypatch):
+    """A loopback HTTP server over ``tmp_path/srv``; the cache in ``tmp_path/cache``; the
+    packaged folder emptied so that every entry must be fetched."""
+    srv = tmp_path / "srv"
+    srv.mkdir()
+
+    class Handler(_Handler):
+        def __init__(self, *a, **k):
+            super().__init__(*a, directory=str(srv), **k)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv(hub.URL_ENV, f"http://127.0.0.1:{httpd.server_address[1]}/")
+    monkeypatch.setenv(hub.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(hub, "PACKAGE_DIR", tmp_path / "empty")
+    yield srv, tmp_path / "cache", Handler
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def _publish(srv: Path, name: str) -> dict:
+    w = zoo.card(name)["weights"]
+    shutil.copy(Path(__file__).resolve().parents[1] / "zoo" / "checkpoints" / w["file"], srv)
+    return w
+
+
+def test_download_from_loopback_then_cache(server):
+    srv, cache, _ = server
+    name = "digits-fc-hire"
+    w = _publish(srv, name)
+    path = zoo.download(name, progress=False)
+    assert path == cache / w["file"] and hub.sha256(path) == w["sha256"]
+    assert sorted(p.name for p in cache.iterdir()) == [w["file"]]  # no .partial left
+    (srv / w["file"]).unlink()  # now only the cache has it
+    net = zoo.load(name)
+    ref = torch.load(path, weights_only=True)
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in ref.items())
+
+
+def test_wrong_hash_raises_and_leaves_no_file(server):
+    srv, cache, _ = server
+    w = dict(_publish(srv, "digits-fc-clean"), sha256="0" * 64)
+    with pytest.raises(hub.ZooDownloadError, match="invalid hash"):
+        hub.weights_path(w, progress=False)
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_interrupted_transfer_leaves_no_file(server):
+    srv, cache, handler = server
+    w = _publish(srv, "digits-fc-clean")
+    handler.truncate = True
+    with pytest.raises(hub.ZooDownloadError):
+        hub.weights_path(w, progress=False)
+    assert not cache.exists() or list(cache.iterdir()) == []
+
+
+def test_missing_file_on_server_is_a_clear_error(server):
+    with pytest.raises(hub.ZooDownloadError, match="could not download digits-fc-clean.pt"):
+        zoo.download("digits-fc-clean", progress=False)
+
+
+def test_corrupt_cache_is_replaced(server):
+    srv, cache, _ = server
+    w = _publish(srv, "digits-fc-clean")
+    cache.mkdir()
+    (cache / w["file"]).write_bytes(b"not a checkpoint")
+    with pytest.warns(UserWarning, match="deleting and fetching it again"):
+        path = hub.weights_path(w, progress=False)
+    assert hub.sha256(path) == w["sha256"]
+
+
+def test_modified_packaged_file_is_an_error(tmp_path, monkeypatch):
+    w = zoo.card("digits-fc-clean")["weights"]
+    monkeypatch.setattr(hub, "PACKAGE_DIR", tmp_path)
+    (tmp_path / w["file"]).write_bytes(b"tampered")
+    with pytest.raises(hub.ZooDownloadError, match="was modified"):
+        zoo.load("digits-fc-clean")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_loading_never_unpickles_code(tmp_path, monkeypatch):
+    """A file with the card's hash but a code-running pickle is refused (weights_only)."""
+    evil = tmp_path / "evil.pt"
+    evil.write_bytes(pickle.dumps(_Evil(), protocol=2))
+    c = zoo.card("digits-fc-clean")
+    c["weights"] = {**c["weights"], "file": "evil.pt", "sha256": hub.sha256(evil)}
+    monkeypatch.setattr(hub, "PACKAGE_DIR", tmp_path)
+    monkeypatch.setattr(registry, "_entry", lambda name: c)
+    with pytest.raises(pickle.UnpicklingError):
+        zoo.load("digits-fc-clean")

@@ -1,0 +1,181 @@
+"""Measuring an entry (the numbers on its card) and adding a trained run to the zoo.
+
+One protocol for every card (stored in it as ``protocol``; :func:`measure`
+replays it):
+
+* ``clean_accuracy``: the full test set, the card's ``certify`` wrapping (rate
+  input: the default noise draw, one pattern per seed shared by all samples),
+  a tie counts as an error;
+* ``results``: ``attacks.evaluate`` on the seeded test subset
+  (``protocol["n"]`` images, ``None``: all; ``protocol["subset_seed"]``) at
+  every eps of ``protocol["eps"]``: one row per eps and column (clean, each
+  attack, ``robust`` = the worst case over the suite, ``certified (<method>)``
+  per bound method), with ``accuracy`` a fraction of ``n``;
+* torch runs on ``protocol["threads"]`` CPU threads (results are bit-identical
+  on a rerun with the same threads).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import attacks
+from snncertify import BoundedSNN
+from snncertify.io import atomic_path, write_text
+from snncertify.training.checkpoint import load_checkpoint, versions
+from snncertify.training.datasets import make_loader, test_subset
+from snncertify.training.loop import evaluate
+
+from . import hub
+from .registry import CARDS_DIR
+
+#: the columns of a result row kept on a card
+ROW_KEYS = ("eps", "column", "kind", "accuracy", "correct", "n")
+
+
+def default_protocol(dataset: str, eps: float) -> dict[str, Any]:
+    """The card protocol by data set.
+
+    digits: all 360 test images at eps 0.02, 0.05, 0.1; the default attack suite with
+    SpikeSearch cut to one restart of 10 rounds (the default budget takes over 9 minutes per
+    eps on one CPU thread; 30 rounds found no more breaks than 10); IBP, CROWN-IBP, CROWN.
+    Others (MNIST): a seeded 1,000-image subset at the training eps; the default suite without
+    SpikeSearch (over 10 minutes per 100 MNIST images); IBP and CROWN-IBP (full CROWN does
+    not fit in memory at this size, issue 9).
+    """
+    suite = [a for a in attacks.DEFAULT_ATTACKS if a != "spike-search"]
+    if dataset == "digits":
+        return {"eps": [0.02, 0.05, 0.1], "attacks": [*suite, "spike-search(restarts=1, iters=10)"],
+                "methods": ["ibp", "crown-ibp", "crown"], "n": None, "subset_seed": 0,
+                "seed": 0, "batch_size": 360, "threads": 1}
+    return {"eps": [eps], "attacks": suite, "methods": ["ibp", "crown-ibp"], "n": 1000,
+            "subset_seed": 0, "seed": 0, "batch_size": 250, "threads": 1}
+
+
+def measure(bnet: BoundedSNN, dataset: str, data_root: str | None, protocol: dict[str, Any],
+            device: str | torch.device = "cpu", n: int | None = None,
+            progress: bool = True) -> dict[str, Any]:
+    """Replay ``protocol`` on ``bnet``: ``{"clean_accuracy", "n_test", "results", "warnings"}``.
+
+    Args:
+        n: override ``protocol["n"]`` (a quick check; the numbers then differ from the card's).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(protocol.get("threads", threads))
+    try:
+        bnet = bnet.to(device).eval()
+        loader = make_loader(dataset, data_root, False, 500, num_steps=bnet.num_steps)
+        clean = evaluate(bnet, loader, device)
+        x, y = test_subset(dataset, data_root, n or protocol["n"], protocol["subset_seed"])
+        res = attacks.evaluate(bnet, (x, y), protocol["eps"], protocol["attacks"],
+                               certify=protocol["methods"], seed=protocol["seed"],
+                               batch_size=protocol["batch_size"], device=device,
+                               progress=progress)
+    finally:
+        torch.set_num_threads(threads)
+    rows = [{"column" if k == "attack" else k: r[k] for k in ("eps", "attack", "kind", "accuracy",
+                                                              "correct", "n")} for r in res]
+    return {"clean_accuracy": clean, "n_test": len(loader.dataset), "results": rows,
+            "warnings": list(res.warnings)}
+
+
+def differences(card: dict[str, Any], measured: dict[str, Any], tol: float = 1e-9) -> list[str]:
+    """Every number of ``card`` that ``measured`` does not reproduce (empty: all equal)."""
+    out = []
+    if abs(card["clean_accuracy"] - measured["clean_accuracy"]) > tol:
+        out.append(f"clean_accuracy: card {card['clean_accuracy']:.4f}, "
+                   f"measured {measured['clean_accuracy']:.4f}")
+    have = {(float(r["eps"]), r["column"]): r for r in measured["results"]}
+    for r in card["results"]:
+        m = have.pop((float(r["eps"]), r["column"]), None)
+        if m is None:
+            out.append(f"eps {r['eps']:g} {r['column']}: not measured")
+        elif abs(m["accuracy"] - r["accuracy"]) > tol or m["n"] != r["n"]:
+            out.append(f"eps {r['eps']:g} {r['column']}: card {r['accuracy']:.4f} (n={r['n']}), "
+                       f"measured {m['accuracy']:.4f} (n={m['n']})")
+    out += [f"eps {e:g} {c}: measured, not on the card" for e, c in have]
+    return out
+
+
+def entry_name(cfg: dict[str, Any]) -> str:
+    """``<dataset>-<arch>[-rate]-<defense>`` of a training run's config."""
+    arch = cfg["arch"]
+    prefix = arch if arch.startswith(cfg["dataset"] + "-") else f"{cfg['dataset']}-{arch}"
+    rate = "-rate" if cfg["certify"]["encoding"] == "rate" else ""
+    return f"{prefix}{rate}-{defense_label(cfg)}"
+
+
+def defense_label(cfg: dict[str, Any]) -> str:
+    """The zoo's defense name: the defense, or the bound method of certified training."""
+    if cfg["defense"] == "certified":
+        return cfg["defense_params"]["method"]
+    return cfg["defense"]
+
+
+def add_run(run: str | Path, data_root: str | None, protocol: dict[str, Any] | None = None,
+            notes: str = "", base_url: str = hub.DEFAULT_BASE_URL, progress: bool = True,
+            ) -> dict[str, Any]:
+    """Measure a training run folder and add it to the zoo (weights + card, written atomically).
+
+    The weights are copied to ``zoo/checkpoints/<name>.pt``; the card to ``zoo/cards/<name>.json``.
+    """
+    bnet, cfg = load_checkpoint(run)
+    name = entry_name(cfg)
+    eps = cfg["defense_params"].get("eps") or 0.1
+    protocol = protocol or default_protocol(cfg["dataset"], eps)
+    t0 = time.perf_counter()
+    m = measure(bnet, cfg["dataset"], data_root, protocol, progress=progress)
+    seconds = time.perf_counter() - t0
+    dst = hub.PACKAGE_DIR / f"{name}.pt"
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(Path(run) / "model.pt", tmp)
+    root = "DIR" if cfg["dataset"] != "digits" else None
+    card = {
+        "name": name, "dataset": cfg["dataset"], "arch": cfg["arch"],
+        "defense": defense_label(cfg), "neuron": cfg.get("neuron", {}),
+        "neurons": cfg.get("neurons", []), "certify": cfg["certify"],
+        "training": {k: cfg.get(k) for k in ("defense", "defense_params", "optim", "batch_size",
+                                             "epochs_done", "seed", "train_samples", "device",
+                                             "world_size", "command")}
+        | {"epoch_seconds_mean": cfg.get("metrics", {}).get("epoch_seconds_mean")},
+        "clean_accuracy": m["clean_accuracy"], "n_test": m["n_test"], "results": m["results"],
+        "protocol": protocol | {"measure_seconds": round(seconds, 1)},
+        "warnings": m["warnings"],
+        "command": f"python -m zoo eval {name}" + (f" --data-root {root}" if root else ""),
+        "date": datetime.date.today().isoformat(), "versions": versions(),
+        "weights": {"file": dst.name, "sha256": hub.sha256(dst), "bytes": dst.stat().st_size,
+                    "url": base_url + dst.name},
+        "notes": notes,
+    }
+    write_text(CARDS_DIR / f"{name}.json", json.dumps(card, indent=1) + "\n")
+    from .registry import _cards
+
+    _cards.cache_clear()
+    return card
+
+
+def headline(card: dict[str, Any], eps: float | None = None) -> dict[str, Any]:
+    """One line of a card: clean (full test set), worst-case attack and best verified accuracy
+    at ``eps`` (default: the largest eps of the protocol that the defense trained for, else the
+    protocol's first), in % of the subset."""
+    eps_all = sorted({float(r["eps"]) for r in card["results"]})
+    train_eps = (card["training"].get("defense_params") or {}).get("eps")
+    if eps is None:
+        eps = train_eps if train_eps in eps_all else eps_all[0]
+    cells = {r["column"]: r for r in card["results"] if abs(float(r["eps"]) - eps) < 1e-12}
+    certified = {k: v for k, v in cells.items() if v["kind"] == "certified"}
+    best = max(certified.values(), key=lambda r: r["accuracy"]) if certified else None
+    return {"name": card["name"], "defense": card["defense"],
+            "encoding": card["certify"]["encoding"], "eps": eps,
+            "clean %": round(100 * card["clean_accuracy"], 2), "n_test": card["n_test"],
+            "worst-case attack %": round(100 * cells["robust"]["accuracy"], 1),
+            "verified %": round(100 * best["accuracy"], 1) if best else None,
+            "verified by": best["column"][len("certified ("):-1] if best else None,
+            "n": cells["robust"]["n"]}
