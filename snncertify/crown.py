@@ -413,8 +413,8 @@ def crown_ibp(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor |
 
     ``need_upper=False``: lower bounds only (the upper bound returned is IBP's).
     """
+    check_supported(bnet.ops, "crown-ibp")  # before any work
     prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
-    check_supported(bnet.ops, "crown-ibp")
     if threat.is_point():  # the forward itself, exactly
         return ibp_l, ibp_u
     setup = make_setup(bnet, x, threat, noise, prop, "crown-ibp")
@@ -495,8 +495,8 @@ def crown_bounds(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tenso
     """Full CROWN. Returns ``(setup, C, lower, upper)``: the refined setup, the
     spec used, and the elementwise best of CROWN, CROWN-IBP and IBP (``[B, M]``;
     ``upper`` is IBP's when ``need_upper`` is False)."""
-    prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
     check_supported(bnet.ops, method)
+    prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
     if threat.is_point():
         return None, C, ibp_l, ibp_u
     setup = make_setup(bnet, x, threat, noise, prop, method)

@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; differ: {', '.join(failed)}" if failed else ""))
         return int(bool(failed))
     elif args.cmd == "table":
-        rows = [headline(registry.card(n)) for n in registry.list_entries(args.dataset)]
+        rows = [{k: (f"{v:g}" if k == "eps" else f"{v:.1f}" if isinstance(v, float) else v)
+                 for k, v in headline(registry.card(n)).items()}
+                for n in registry.list_entries(args.dataset)]
         print(to_markdown(rows))
     elif args.cmd == "add":
         for run in args.runs:

@@ -163,12 +163,12 @@ def add_run(run: str | Path, data_root: str | None, protocol: dict[str, Any] | N
 
 def headline(card: dict[str, Any], eps: float | None = None) -> dict[str, Any]:
     """One line of a card: clean (full test set), worst-case attack and best verified accuracy
-    at ``eps`` (default: the largest eps of the protocol that the defense trained for, else the
-    protocol's first), in % of the subset."""
+    at ``eps`` (default: the defense's training eps if the protocol has it, else the middle eps
+    of the protocol), in % of the subset."""
     eps_all = sorted({float(r["eps"]) for r in card["results"]})
     train_eps = (card["training"].get("defense_params") or {}).get("eps")
     if eps is None:
-        eps = train_eps if train_eps in eps_all else eps_all[0]
+        eps = train_eps if train_eps in eps_all else eps_all[len(eps_all) // 2]
     cells = {r["column"]: r for r in card["results"] if abs(float(r["eps"]) - eps) < 1e-12}
     certified = {k: v for k, v in cells.items() if v["kind"] == "certified"}
     best = max(certified.values(), key=lambda r: r["accuracy"]) if certified else None
