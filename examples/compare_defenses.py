@@ -160,7 +160,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     protocol = (f"{args.dataset}, n = {n} test images, L-inf eps in input units, "
                 f"attacks: {', '.join(args.attacks)}; bounds: {', '.join(args.methods)}")
-    table = pivot(rows, ["defense", "eps", "n"], "column", "accuracy_pct")
+    table = [{k: f"{v:g}" if k == "eps" else f"{v:.1f}" if isinstance(v, float) else v
+              for k, v in r.items()}
+             for r in pivot(rows, ["defense", "eps", "n"], "column", "accuracy_pct")]
     write_csv(rows, out / "compare_defenses.csv")
     write_markdown(table, out / "compare_defenses.md",
                    title=f"Defenses compared: accuracy (%) of {n} test images ({protocol})")
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     arch = ", ".join(sorted({zoo.card(nm)["arch"] for nm in names}))
     plot_lines(rows, "eps", "accuracy_pct", "column", out / "accuracy_vs_eps.png",
                panel="defense", ylabel="accuracy (%)", xlabel="eps (L-inf, input in [0, 1])",
-               ylim=(-2, 102), dodge=0.006,
+               ylim=(-2, 102), dodge=0.012,
                title=f"{args.dataset} zoo entries ({arch}, {args.encoding} input): accuracy vs eps "
                      f"per defense, n = {n} test images; worst case = every attack; verified = proved")
     colours = {d: f"C{i % 10}" for i, d in enumerate(dict.fromkeys(r["defense"] for r in rows))}
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     plot_lines(summary, "eps", "accuracy_pct", "curve", out / "certified_vs_empirical.png",
                ylabel="accuracy (%)", xlabel="eps (L-inf, input in [0, 1])", ylim=(-2, 102),
-               dodge=0.004, style=style,
+               dodge=0.008, style=style,
                title=f"{args.dataset} ({arch}): empirical (worst-case attack, solid) vs certified "
                      f"(verified, dashed) robust accuracy per defense, n = {n}")
     print(f"wrote {out}/compare_defenses.csv, .md, accuracy_vs_eps.png, certified_vs_empirical.png "

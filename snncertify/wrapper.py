@@ -250,9 +250,11 @@ class BoundedSNN(nn.Module):
         """Bool ``[B]``: every margin bound ``score_y - score_j``, ``j != y``, is STRICTLY > 0.
 
         A tie is never certified. For rate encoding the certificate holds for
-        the noise draw used (``noise``, or the seeded default draw) only.
+        the noise draw used (``noise``, or the seeded default draw) only. Runs
+        without autograd (a bool has no gradient), so no graph is kept.
         """
-        margins = self.margin_bounds(x, y, eps, method, noise)
+        with torch.no_grad():
+            margins = self.margin_bounds(x, y, eps, method, noise)
         others = torch.ones_like(margins, dtype=torch.bool)
         others[torch.arange(margins.shape[0]), y] = False
         return torch.where(others, margins > 0, torch.ones_like(others)).all(dim=1)
