@@ -34,9 +34,9 @@ from snncertify.training.datasets import make_loader, test_subset
 from snncertify.training.loop import evaluate
 
 from . import hub
-from .registry import CARDS_DIR
+from .registry import CARDS_DIR, _cards
 
-#: the columns of a result row kept on a card
+#: the fields of an ``attacks.evaluate`` row kept on a card (its ``attack`` renamed ``column``)
 ROW_KEYS = ("eps", "column", "kind", "accuracy", "correct", "n")
 
 
@@ -80,8 +80,7 @@ def measure(bnet: BoundedSNN, dataset: str, data_root: str | None, protocol: dic
                                progress=progress)
     finally:
         torch.set_num_threads(threads)
-    rows = [{"column" if k == "attack" else k: r[k] for k in ("eps", "attack", "kind", "accuracy",
-                                                              "correct", "n")} for r in res]
+    rows = [{k: r["attack" if k == "column" else k] for k in ROW_KEYS} for r in res]
     return {"clean_accuracy": clean, "n_test": len(loader.dataset), "results": rows,
             "warnings": list(res.warnings)}
 
@@ -155,8 +154,6 @@ def add_run(run: str | Path, data_root: str | None, protocol: dict[str, Any] | N
         "notes": notes,
     }
     write_text(CARDS_DIR / f"{name}.json", json.dumps(card, indent=1) + "\n")
-    from .registry import _cards
-
     _cards.cache_clear()
     return card
 
