@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from . import alpha as _alpha  # noqa: F401  (registers "alpha-crown")
 from . import crown as _crown  # noqa: F401  (registers "crown-ibp", "crown")
 from . import exact as _exact  # noqa: F401  (registers "exact": small nets only)
+from .budget import MemoryBudgetError
 from .methods import available_methods, register_method
 from .threat import FlipBudget, FlipMask, LinfBall
 from .wrapper import BoundedSNN
@@ -27,6 +28,7 @@ def certify(
     readout: str = "rate",
     seed: int = 0,
     slack: float = 1e-5,
+    memory_budget: int | float | str | None = None,
 ) -> BoundedSNN:
     """Wrap an unmodified snnTorch network for forward passes and sound bounds.
 
@@ -44,6 +46,11 @@ def certify(
         seed: seed of the default rate-encoding noise draw.
         slack: relative widening of membrane bounds against float rounding
             (applied only when the threat is not a single point).
+        memory_budget: bytes (or a size string such as ``"4GB"``) a bound call
+            may materialise; None: half the available memory (80 % of free
+            device memory on CUDA), read at each call. Work is chunked to fit
+            (:mod:`snncertify.budget`); what cannot fit raises
+            :class:`~snncertify.budget.MemoryBudgetError`.
 
     Returns:
         A :class:`BoundedSNN` (an ``nn.Module``) sharing ``net``'s parameters.
@@ -52,7 +59,7 @@ def certify(
         TypeError: an unsupported module (class and position named).
         ValueError: a bad argument.
     """
-    return BoundedSNN(net, num_steps, encoding, readout, seed, slack)
+    return BoundedSNN(net, num_steps, encoding, readout, seed, slack, memory_budget)
 
 
 @torch.no_grad()
@@ -83,6 +90,7 @@ __all__ = [
     "FlipBudget",
     "FlipMask",
     "LinfBall",
+    "MemoryBudgetError",
     "available_methods",
     "certify",
     "register_method",

@@ -6,7 +6,9 @@ step), and each operation turns coefficients on its output into coefficients
 on its input plus a constant:
 
 * linear ops (Linear, Conv2d, AvgPool2d, BatchNorm, Flatten, Identity) are
-  exact (``ops``' ``backward``/``bias``), batched over time;
+  exact (``ops``' ``backward``/``bias``), batched over time; relaxed ops
+  (MaxPool2d) replace themselves by lines chosen from their input bounds
+  (``op.backward_relaxed``);
 * a Leaky layer is walked from the last step to the first: the spike
   ``H(U_t - θ)`` and the decay-and-reset term ``f(U_{t-1})`` (``relax.py``)
   are replaced by lines chosen by the sign of their coefficient, and
@@ -23,8 +25,11 @@ subtracting ``slack * mag``, ``mag`` the total magnitude of the terms summed.
 
 Methods registered here: ``"crown-ibp"`` (intermediate bounds from S-IBP, one
 backward pass, differentiable) and ``"crown"`` (each unstable membrane bound
-refined by its own back-substitution first). Both return the elementwise best
-of themselves and S-IBP.
+refined by its own back-substitution first, without autograd: its gradient
+flows through the final pass only, the refined bounds being constants). Both
+return the elementwise best of themselves and S-IBP. Spec rows and refined
+neurons are processed in chunks that fit the call's memory budget
+(:class:`~snncertify.budget.Plan`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from torch import Tensor
 
 from . import encoding as enc
 from . import propagate
+from .budget import CostModel, Plan, Sizes, ibp_cost
 from .methods import register_method, spec_interval
 from .ops import BoundOp
 from .propagate import Propagation, ends_in_leaky, rounding_pad
@@ -43,8 +49,23 @@ from .readout import readout_bounds
 from .relax import Relaxation, reset_fn, spike_fn
 from .threat import FlipBudget, Threat
 
-#: spec rows x elements above which intermediate bounds are computed in chunks
-CHUNK_ELEMENTS = 1 << 25
+#: coefficient-sized tensors alive at once per (sample, spec row), per element per step
+ROW_TENSORS = 8
+#: relaxation tensors per neuron per step (bounds, lines, masks)
+RELAX_TENSORS = 24
+#: tensors autograd keeps per (sample, spec row), per element per step
+ROW_KEPT = 6
+
+
+def linear_cost(sizes: Sizes, rows: int) -> CostModel:
+    """Memory model of CROWN-IBP and full CROWN (:mod:`snncertify.budget`)."""
+    ibp = ibp_cost(sizes, rows)
+    step = sizes.steps * sizes.itemsize
+    return CostModel(
+        per_sample=ibp.per_sample + RELAX_TENSORS * step * sizes.leaky,
+        per_row=ROW_TENSORS * step * sizes.widest,
+        kept_per_sample=ibp.kept_per_sample + rows * ROW_KEPT * step * sizes.total,
+    )
 
 
 class UnsupportedOpError(TypeError):
@@ -64,9 +85,12 @@ class Setup:
         threat: the threat model.
         mem_l, mem_u: op index -> per-step membrane bounds, lists of ``[B, ...]``.
         out_pad: per-step output padding ``[T, B, K]`` (None if the net ends in a Leaky).
+        inputs: op index -> input bounds of each relaxed op (``Propagation.inputs``).
         slack: rounding slack (0 at a point threat).
+        num_steps, batch: T and B.
         alpha: op index -> ``{"spk_lo", "spk_up", "rst_lo", "rst_up"}`` σ tensors
             ``[T, B, M, ...]`` (α-CROWN), else empty.
+        plan: the memory plan (rows per pass); None: every row at once.
     """
 
     ops: list[BoundOp]
@@ -80,15 +104,21 @@ class Setup:
     mem_l: dict[int, list[Tensor]]
     mem_u: dict[int, list[Tensor]]
     out_pad: Tensor | None
+    inputs: dict[int, tuple[Tensor, Tensor]]
     slack: float
     num_steps: int
+    batch: int
     alpha: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+    plan: Plan | None = None
+
+    def rows_per_pass(self, rows: int) -> int:
+        return rows if self.plan is None else self.plan.rows_for(self.batch, rows)
 
 
 def check_supported(ops: list[BoundOp], method: str) -> None:
     """UnsupportedOpError naming the first op without a linear rule."""
     for op in ops:
-        if not op.stateful and not op.linear:
+        if not (op.stateful or op.linear or op.relaxed):
             raise UnsupportedOpError(
                 f"method {method!r} does not support {type(op.module).__name__} at "
                 f"{op.path!r}; use method='ibp'"
@@ -107,7 +137,7 @@ def _in_shapes(ops: list[BoundOp], sample_shape: tuple[int, ...], like: Tensor) 
 
 
 def make_setup(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Propagation,
-               method: str) -> Setup:
+               method: str, plan: Plan | None = None) -> Setup:
     """Collect the input box, shapes and IBP membrane bounds (``prop``) for ``bnet``."""
     ops = bnet.ops
     check_supported(ops, method)
@@ -124,7 +154,8 @@ def make_setup(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Prop
     return Setup(
         ops=ops, in_shapes=_in_shapes(ops, sample, x), static=static, first_leaky=leaky[0],
         lo=lo, hi=hi, x0=x if isinstance(threat, FlipBudget) else None, threat=threat,
-        mem_l=mem_l, mem_u=mem_u, out_pad=out_pad, slack=slack, num_steps=bnet.steps_for(x),
+        mem_l=mem_l, mem_u=mem_u, out_pad=out_pad, inputs=dict(prop.inputs), slack=slack, num_steps=bnet.steps_for(x),
+        batch=bnet.batch_size(x), plan=plan,
     )
 
 
@@ -238,6 +269,22 @@ def affine_backward(op: BoundOp, lam: Tensor, in_shape: tuple[int, ...], timed: 
     return new.reshape((*lead, *in_shape)), const, mag
 
 
+def relaxed_backward(op: BoundOp, lam: Tensor, bounds: tuple[Tensor, Tensor], timed: bool,
+                     steps: int):
+    """Back through a relaxed op (lines from its input bounds ``[T, B, ...]`` or
+    ``[B, ...]``). ``lam``: ``[steps, B, M, ...]`` if ``timed`` else ``[B, M, ...]``.
+
+    Returns ``(lam_in, const [B, M], mag [B, M])``.
+    """
+    lo, hi = bounds
+    if not timed:
+        return op.backward_relaxed(lam, lo, hi)
+    lead = lam.shape[:3]
+    new, c, m = op.backward_relaxed(lam.flatten(0, 1), lo[:steps].flatten(0, 1),
+                                    hi[:steps].flatten(0, 1))
+    return new.reshape((*lead, *new.shape[2:])), c.reshape(lead).sum(0), m.reshape(lead).sum(0)
+
+
 # --------------------------------------------------------------- the pass
 def back_substitute(
     setup: Setup, start: int, lam: Tensor | None, lam_mem: Tensor | None, steps: int
@@ -262,7 +309,10 @@ def back_substitute(
         else:
             if lam is None:  # nothing flows through (membrane readout tail)
                 continue
-            lam, c, m = affine_backward(op, lam, setup.in_shapes[i], timed)
+            if op.relaxed:
+                lam, c, m = relaxed_backward(op, lam, setup.inputs[i], timed, steps)
+            else:
+                lam, c, m = affine_backward(op, lam, setup.in_shapes[i], timed)
         if c is not None:
             const, mag = const + c, mag + m
     bound, m = concretize(setup, lam, timed, steps)
@@ -319,7 +369,16 @@ def full_spec(C: Tensor | None, batch: int, num_classes: int, like: Tensor) -> T
 
 
 def output_lower(bnet, setup: Setup, C: Tensor) -> Tensor:
-    """Lower bound ``[B, M]`` of ``C @ scores`` (``C``: ``[B, M, K]``)."""
+    """Lower bound ``[B, M]`` of ``C @ scores`` (``C``: ``[B, M, K]``), in chunks of
+    rows that fit the setup's memory plan."""
+    step = setup.rows_per_pass(C.shape[1])
+    if step >= C.shape[1]:
+        return _output_lower(bnet, setup, C)
+    return torch.cat([_output_lower(bnet, setup, C[:, a:a + step])
+                      for a in range(0, C.shape[1], step)], dim=1)
+
+
+def _output_lower(bnet, setup: Setup, C: Tensor) -> Tensor:
     T = setup.num_steps
     scale = 1.0 if bnet.readout == "count" else 1.0 / T
     lam = (C * scale).unsqueeze(0).expand((T, *C.shape))
@@ -382,13 +441,6 @@ class SpecRows:
         return torch.cat([lower, -upper], dim=1) if self.need_upper else lower
 
 
-def spec_lower_upper(bnet, setup: Setup, C: Tensor) -> tuple[Tensor, Tensor]:
-    """``(lower, upper)`` of ``C @ scores`` from one pass over ``[C; -C]``."""
-    M = C.shape[1]
-    both = output_lower(bnet, setup, torch.cat([C, -C], dim=1))
-    return both[:, :M], -both[:, M:]
-
-
 def linear_bounds(bnet, setup: Setup, C: Tensor, lower: Tensor, upper: Tensor,
                   need_upper: bool = True) -> tuple[Tensor, Tensor]:
     """Elementwise best of ``(lower, upper)`` and one back-substitution for ``C``
@@ -408,16 +460,17 @@ def best_of(lower: Tensor, upper: Tensor, ibp_l: Tensor, ibp_u: Tensor):
 
 
 def crown_ibp(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None,
-              need_upper: bool = True):
+              need_upper: bool = True, plan: Plan | None = None):
     """CROWN-IBP: IBP intermediate bounds, one backward pass; differentiable.
 
     ``need_upper=False``: lower bounds only (the upper bound returned is IBP's).
+    ``plan``: memory plan (spec rows per pass).
     """
     check_supported(bnet.ops, "crown-ibp")  # before any work
     prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
     if threat.is_point():  # the forward itself, exactly
         return ibp_l, ibp_u
-    setup = make_setup(bnet, x, threat, noise, prop, "crown-ibp")
+    setup = make_setup(bnet, x, threat, noise, prop, "crown-ibp", plan)
     C = full_spec(C, bnet.batch_size(x), ibp_l.shape[1], ibp_l)
     return linear_bounds(bnet, setup, C, ibp_l, ibp_u, need_upper)
 
@@ -435,6 +488,7 @@ def repropagate(setup: Setup) -> Propagation:
     )
     for i, rec in zip(leaky, prop.layers, strict=True):
         setup.mem_l[i], setup.mem_u[i] = list(rec.mem_l.unbind(0)), list(rec.mem_u.unbind(0))
+    setup.inputs = dict(prop.inputs)
     return prop
 
 
@@ -445,7 +499,8 @@ def refine_intermediate(setup: Setup) -> Propagation:
     Before each Leaky after the first, and once at the end, the refined
     bounds are pushed forward with the exact interval rules
     (:func:`repropagate`): refining layer j then uses the tightened bounds of
-    the layers before it. Returns the final interval propagation.
+    the layers before it. Neurons are refined in chunks that fit the setup's
+    memory plan. Returns the final interval propagation.
     """
     first = True
     for j, op in enumerate(setup.ops):
@@ -463,8 +518,7 @@ def refine_intermediate(setup: Setup) -> Propagation:
                 continue
             idx = torch.topk(unstable.to(lo.dtype), width, dim=1).indices  # [B, W]
             n = unstable.shape[1]
-            per_row = (t + 1) * lo.shape[0] * n * 2
-            chunk = max(1, CHUNK_ELEMENTS // max(per_row, 1))
+            chunk = max(1, setup.rows_per_pass(2 * width) // 2)
             new_l, new_u = lo.flatten(1), hi.flatten(1)
             for a in range(0, width, chunk):
                 sel = idx[:, a:a + chunk]
@@ -484,25 +538,29 @@ def refine_intermediate(setup: Setup) -> Propagation:
     return repropagate(setup)
 
 
-def crown_setup(bnet, x, threat, noise, prop, method: str) -> Setup:
-    setup = make_setup(bnet, x, threat, noise, prop, method)
-    refine_intermediate(setup)
+def crown_setup(bnet, x, threat, noise, prop, method: str, plan: Plan | None = None) -> Setup:
+    """A setup with every unstable membrane bound refined (no autograd)."""
+    setup = make_setup(bnet, x, threat, noise, prop, method, plan)
+    with torch.no_grad():
+        refine_intermediate(setup)
     return setup
 
 
 def crown_bounds(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None,
-                 method: str = "crown", need_upper: bool = True):
+                 method: str = "crown", need_upper: bool = True, plan: Plan | None = None):
     """Full CROWN. Returns ``(setup, C, lower, upper)``: the refined setup, the
     spec used, and the elementwise best of CROWN, CROWN-IBP and IBP (``[B, M]``;
-    ``upper`` is IBP's when ``need_upper`` is False)."""
+    ``upper`` is IBP's when ``need_upper`` is False). The refinement records no
+    autograd graph; the CROWN-IBP and final passes follow the caller's grad mode."""
     check_supported(bnet.ops, method)
     prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
     if threat.is_point():
         return None, C, ibp_l, ibp_u
-    setup = make_setup(bnet, x, threat, noise, prop, method)
+    setup = make_setup(bnet, x, threat, noise, prop, method, plan)
     C = full_spec(C, bnet.batch_size(x), ibp_l.shape[1], ibp_l)
     lower, upper = linear_bounds(bnet, setup, C, ibp_l, ibp_u, need_upper)  # crown-ibp
-    prop = refine_intermediate(setup)
+    with torch.no_grad():
+        prop = refine_intermediate(setup)
     # the refined bounds pushed forward by the exact interval rules
     lower, upper = best_of(*spec_interval(C, *readout_bounds(bnet.readout, prop)), lower, upper)
     lower, upper = linear_bounds(bnet, setup, C, lower, upper, need_upper)
@@ -510,14 +568,14 @@ def crown_bounds(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tenso
 
 
 def crown(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None,
-          need_upper: bool = True):
+          need_upper: bool = True, plan: Plan | None = None):
     """Full CROWN: every unstable intermediate membrane refined, then the output.
 
     Returns the elementwise best of this, CROWN-IBP and IBP (upper: IBP's when
     ``need_upper`` is False).
     """
-    return crown_bounds(bnet, x, threat, noise, C, need_upper=need_upper)[2:]
+    return crown_bounds(bnet, x, threat, noise, C, need_upper=need_upper, plan=plan)[2:]
 
 
-register_method("crown-ibp", crown_ibp)
-register_method("crown", crown)
+register_method("crown-ibp", crown_ibp, linear_cost)
+register_method("crown", crown, linear_cost)

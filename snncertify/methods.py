@@ -12,7 +12,12 @@ A method may accept the keyword ``need_upper: bool = True``: when called with
 ``need_upper=False`` (margins and certificates need lower bounds only) it may
 skip computing the upper bound and return any sound one instead (IBP's, say).
 Methods without that keyword still work: :func:`call_method` passes it only
-to functions that accept it.
+to functions that accept it. Likewise ``plan`` (a :class:`~snncertify.budget.Plan`):
+a method that chunks spec rows or neurons by the memory budget takes it.
+
+Each method registers a cost model (``cost(sizes, rows) -> CostModel``,
+:mod:`snncertify.budget`) from which the wrapper splits the batch; without
+one, IBP's is used.
 """
 
 from __future__ import annotations
@@ -23,12 +28,23 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .budget import CostModel, Sizes, ibp_cost
+
 BoundFn = Callable[..., tuple[Tensor, Tensor]]
+CostFn = Callable[[Sizes, int], CostModel]
 _METHODS: dict[str, BoundFn] = {}
+_COSTS: dict[str, CostFn] = {}
 
 
-def register_method(name: str, fn: BoundFn) -> None:
+def register_method(name: str, fn: BoundFn, cost: CostFn | None = None) -> None:
+    """Register ``fn`` under ``name``, with its memory cost model (default: IBP's)."""
     _METHODS[name] = fn
+    _COSTS[name] = cost or ibp_cost
+
+
+def method_cost(name: str) -> CostFn:
+    get_method(name)
+    return _COSTS[name]
 
 
 def get_method(name: str) -> BoundFn:
@@ -37,22 +53,26 @@ def get_method(name: str) -> BoundFn:
     return _METHODS[name]
 
 
-def accepts_need_upper(fn: BoundFn) -> bool:
-    """True when ``fn`` takes a ``need_upper`` keyword (or any ``**kwargs``)."""
+def accepts(fn: BoundFn, keyword: str) -> bool:
+    """True when ``fn`` takes the keyword ``keyword`` (or any ``**kwargs``)."""
     try:
         params = inspect.signature(fn).parameters.values()
     except (TypeError, ValueError):
         return False
-    return any(p.name == "need_upper" or p.kind is p.VAR_KEYWORD for p in params)
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in params)
 
 
 def call_method(name: str, bnet, x: Tensor, threat, noise: Tensor | None, C: Tensor | None,
-                need_upper: bool = True) -> tuple[Tensor, Tensor]:
-    """Run the method ``name``; ``need_upper=False`` is passed on to methods that take it."""
+                need_upper: bool = True, plan=None) -> tuple[Tensor, Tensor]:
+    """Run the method ``name``; ``need_upper=False`` and ``plan`` are passed on to
+    methods that take them."""
     fn = get_method(name)
-    if not need_upper and accepts_need_upper(fn):
-        return fn(bnet, x, threat, noise, C, need_upper=False)
-    return fn(bnet, x, threat, noise, C)
+    kw = {}
+    if not need_upper and accepts(fn, "need_upper"):
+        kw["need_upper"] = False
+    if plan is not None and accepts(fn, "plan"):
+        kw["plan"] = plan
+    return fn(bnet, x, threat, noise, C, **kw)
 
 
 def available_methods() -> list[str]:

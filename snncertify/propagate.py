@@ -62,11 +62,14 @@ class LayerRecord:
 
 @dataclass
 class Propagation:
-    """Output of a propagation: per-step network outputs ``[T, B, ...]`` and Leaky records."""
+    """Output of a propagation: per-step network outputs ``[T, B, ...]``, Leaky records,
+    and the input bounds of every relaxed op (``op.relaxed``, e.g. MaxPool2d):
+    ``inputs[i] = (lower, upper)``, ``[B, ...]`` when static else ``[T, B, ...]``."""
 
     out_l: Tensor
     out_u: Tensor
     layers: list[LayerRecord] = field(default_factory=list)
+    inputs: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
 
 
 def _apply(op: BoundOp, fn, *xs: Seq, static: bool) -> tuple[Seq, ...]:
@@ -144,8 +147,10 @@ def interval(
     ``stats``: the per-step statistics of batch-dependent ops recorded by
     :func:`forward` on the clean batch (train-mode bounds); required for them.
     """
-    layers = []
+    layers, inputs = [], {}
     for i, op in enumerate(ops):
+        if op.relaxed:
+            inputs[i] = (lo, hi) if static else (torch.stack(list(lo)), torch.stack(list(hi)))
         if op.stateful:
             rec_l = _stacked(lo, static, num_steps) if static else lo
             rec_u = _stacked(hi, static, num_steps) if static else hi
@@ -171,7 +176,7 @@ def interval(
     if slack and not ends_in_leaky(ops):
         pad = rounding_pad(lo, hi, slack)
         lo, hi = lo - pad, hi + pad
-    return Propagation(lo, hi, layers)
+    return Propagation(lo, hi, layers, inputs)
 
 
 def rounding_pad(lo: Tensor, hi: Tensor, slack: float) -> Tensor:

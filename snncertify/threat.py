@@ -31,6 +31,11 @@ class LinfBall:
     def is_point(self) -> bool:
         return bool(torch.all(torch.as_tensor(self.eps) == 0))
 
+    def take(self, sl: slice, ndim: int) -> LinfBall:
+        """The threat of the samples ``sl`` of the batch (inputs of rank ``ndim``)."""
+        per_sample = isinstance(self.eps, Tensor) and self.eps.ndim == 1
+        return LinfBall(self.eps[sl]) if per_sample else self
+
 
 @dataclass(frozen=True)
 class FlipMask:
@@ -40,6 +45,10 @@ class FlipMask:
 
     def is_point(self) -> bool:
         return not bool(self.mask.any())
+
+    def take(self, sl: slice, ndim: int) -> FlipMask:
+        """The threat of the samples ``sl`` of the batch (axis 1 of frames of rank ``ndim``)."""
+        return FlipMask(_take_mask(self.mask, sl, ndim))
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,16 @@ class FlipBudget:
 
     def is_point(self) -> bool:
         return self.k == 0 or (self.mask is not None and not bool(self.mask.any()))
+
+    def take(self, sl: slice, ndim: int) -> FlipBudget:
+        """The threat of the samples ``sl`` of the batch (axis 1 of frames of rank ``ndim``)."""
+        return self if self.mask is None else FlipBudget(self.k, _take_mask(self.mask, sl, ndim))
+
+
+def _take_mask(mask: Tensor, sl: slice, ndim: int) -> Tensor:
+    """Rows ``sl`` of the batch axis of a mask broadcastable to frames ``[T, B, ...]``
+    of rank ``ndim`` (a mask without its own batch axis applies to every sample)."""
+    return mask[:, sl] if mask.ndim == ndim and mask.shape[1] != 1 else mask
 
 
 Threat = LinfBall | FlipMask | FlipBudget

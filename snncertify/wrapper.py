@@ -7,8 +7,9 @@ from torch import Tensor, nn
 
 from . import encoding as enc
 from . import propagate
+from .budget import MemoryBudgetError, Plan, Sizes, network_sizes, parse_budget, plan_chunks
 from .gradmode import GradMode
-from .methods import call_method
+from .methods import call_method, method_cost
 from .ops import IdentityOp
 from .parse import parse_network
 from .propagate import Propagation
@@ -49,6 +50,7 @@ class BoundedSNN(nn.Module):
         readout: str = "rate",
         seed: int = 0,
         slack: float = 1e-5,
+        memory_budget: int | float | str | None = None,
     ) -> None:
         super().__init__()
         if encoding not in enc.ENCODINGS:
@@ -61,6 +63,8 @@ class BoundedSNN(nn.Module):
             raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
         if not slack >= 0:
             raise ValueError(f"slack must be >= 0, got {slack}")
+        if memory_budget is not None:
+            parse_budget(memory_budget)  # validated now, resolved at each call
         self.net = net
         self.ops = parse_network(net)
         if readout == "membrane" and not propagate.ends_in_leaky(self.ops):
@@ -73,6 +77,7 @@ class BoundedSNN(nn.Module):
         self.readout = readout
         self.seed = seed
         self.slack = slack
+        self.memory_budget = memory_budget
 
     def extra_repr(self) -> str:
         return (
@@ -88,7 +93,7 @@ class BoundedSNN(nn.Module):
         siblings = self.__dict__.setdefault("_siblings", {})  # a plain dict: not a submodule
         if num_steps not in siblings:
             siblings[num_steps] = BoundedSNN(self.net, num_steps, self.encoding, self.readout,
-                                             self.seed, self.slack)
+                                             self.seed, self.slack, self.memory_budget)
         return siblings[num_steps]
 
     # ----------------------------------------------------------------- inputs
@@ -194,31 +199,81 @@ class BoundedSNN(nn.Module):
     def spec_bounds(
         self, x: Tensor, eps, C: Tensor | None = None, method: str = "ibp",
         noise: Tensor | None = None, need_upper: bool = True,
+        memory_budget: int | float | str | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Bounds ``[B, M]`` of ``C @ scores`` (``C``: ``[B, M, K]``, None = the scores).
 
         With ``need_upper=False`` a method may skip the upper bound and return
         a looser (still sound) one, e.g. IBP's: use it when only ``lower`` is read.
+        ``memory_budget`` (bytes or a size string such as ``"4GB"``; default the
+        wrapper's, else :func:`snncertify.budget.default_budget`): the work is
+        split into chunks that fit it (:mod:`snncertify.budget`).
+
+        Raises:
+            MemoryBudgetError: even one sample and one spec row do not fit, or
+                the autograd graph of the whole batch does not.
         """
         self.check_method_mode(method)
         noise = self._prepare(x, noise)
         threat = self.threat(x, eps)
-        return call_method(method, self, x, threat, noise, C, need_upper)
+        plan = self.plan(x, C, method, need_upper, memory_budget)
+        batch = self.batch_size(x)
+        if plan.batch >= batch:
+            return call_method(method, self, x, threat, noise, C, need_upper, plan)
+        if self.batch_dependent():
+            raise MemoryBudgetError(
+                f"method {method!r} in train mode (batch statistics) cannot be split into "
+                f"chunks, and a batch of {batch} does not fit the memory budget: use a "
+                "smaller batch or a larger memory_budget")
+        event = self.encoding == "event"
+        parts = []
+        for i in range(0, batch, plan.batch):
+            sl = slice(i, i + plan.batch)
+            parts.append(call_method(
+                method, self, x[:, sl] if event else x[sl], threat.take(sl, x.ndim),
+                None if noise is None else noise[:, sl], None if C is None else C[sl],
+                need_upper, plan))
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
-    def bounds(self, x: Tensor, eps, method: str = "ibp", noise: Tensor | None = None):
+    def sizes(self, x: Tensor) -> Sizes:
+        """Per-sample layer sizes on inputs like ``x`` (cached per sample shape)."""
+        cache = self.__dict__.setdefault("_sizes", {})  # a plain dict: not a submodule
+        key = (tuple(x.shape[2:] if self.encoding == "event" else x.shape[1:]), x.dtype,
+               x.device, self.steps_for(x))
+        if key not in cache:
+            cache[key] = network_sizes(self, x)
+        return cache[key]
+
+    def plan(self, x: Tensor, C: Tensor | None, method: str, need_upper: bool = True,
+             memory_budget: int | float | str | None = None) -> Plan:
+        """How a bound call on ``x`` is chunked (:func:`snncertify.budget.plan_chunks`)."""
+        budget = parse_budget(
+            self.memory_budget if memory_budget is None else memory_budget, x.device)
+        rows = C.shape[1] if C is not None else self.num_classes(x)
+        rows *= 2 if need_upper else 1
+        cost = method_cost(method)(self.sizes(x), rows)
+        graph = torch.is_grad_enabled() and (
+            x.requires_grad or any(p.requires_grad for p in self.parameters()))
+        return plan_chunks(method, cost, self.batch_size(x), rows, budget, graph)
+
+    def bounds(self, x: Tensor, eps, method: str = "ibp", noise: Tensor | None = None,
+               memory_budget: int | float | str | None = None):
         """``(lower, upper)``, each ``[B, K]``, valid for every input in the threat model.
 
         ``eps``: L-inf radius (direct, rate: for the one noise draw used), or
-        for events a bool flip mask / int flip budget.
+        for events a bool flip mask / int flip budget. ``memory_budget``: see
+        :meth:`spec_bounds`.
         """
-        return self.spec_bounds(x, eps, None, method, noise)
+        return self.spec_bounds(x, eps, None, method, noise, memory_budget=memory_budget)
 
     def margin_bounds(
-        self, x: Tensor, y: Tensor, eps, method: str = "ibp", noise: Tensor | None = None
+        self, x: Tensor, y: Tensor, eps, method: str = "ibp", noise: Tensor | None = None,
+        memory_budget: int | float | str | None = None,
     ) -> Tensor:
         """Lower bounds ``[B, K]`` on ``score_y - score_j`` (entry ``j = y`` is 0)."""
         C = self.margin_spec(x, y)
-        lower, _ = self.spec_bounds(x, eps, C, method, noise, need_upper=False)
+        lower, _ = self.spec_bounds(x, eps, C, method, noise, need_upper=False,
+                                    memory_budget=memory_budget)
         return lower
 
     def margin_spec(self, x: Tensor, y: Tensor) -> Tensor:
@@ -245,7 +300,8 @@ class BoundedSNN(nn.Module):
         return self._num_classes
 
     def certify(
-        self, x: Tensor, y: Tensor, eps, method: str = "ibp", noise: Tensor | None = None
+        self, x: Tensor, y: Tensor, eps, method: str = "ibp", noise: Tensor | None = None,
+        memory_budget: int | float | str | None = None,
     ) -> Tensor:
         """Bool ``[B]``: every margin bound ``score_y - score_j``, ``j != y``, is STRICTLY > 0.
 
@@ -254,7 +310,7 @@ class BoundedSNN(nn.Module):
         without autograd (a bool has no gradient), so no graph is kept.
         """
         with torch.no_grad():
-            margins = self.margin_bounds(x, y, eps, method, noise)
+            margins = self.margin_bounds(x, y, eps, method, noise, memory_budget)
         others = torch.ones_like(margins, dtype=torch.bool)
         others[torch.arange(margins.shape[0]), y] = False
         return torch.where(others, margins > 0, torch.ones_like(others)).all(dim=1)

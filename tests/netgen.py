@@ -84,8 +84,12 @@ def build(spec: NetSpec) -> tuple[nn.Sequential, tuple[int, ...]]:
                 layers.append(nn.AvgPool2d(2))
                 side //= 2
             elif "maxpool" in spec.extras and side >= 2:
-                layers.append(nn.MaxPool2d(2))
-                side //= 2
+                if spec.seed % 2:  # overlapping windows, -inf padding, ceil mode
+                    pool = nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True)
+                else:
+                    pool = nn.MaxPool2d(2)
+                layers.append(pool)
+                side = pool(torch.zeros(1, chans, side, side)).shape[-1]
             layers.append(leaky(spec.beta_kind, spec.thr_kind, (chans, side, side), reset, gen))
         if "linear_head" in spec.extras:
             layers += [nn.Flatten(), nn.Linear(chans * side * side, 4)]

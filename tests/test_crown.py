@@ -215,20 +215,59 @@ def test_gradients_flow_through_crown_ibp(arch):
 
 
 # ------------------------------------------------------------ errors, points
-def test_maxpool_is_rejected_with_a_clear_error():
-    net = nn.Sequential(
-        nn.Conv2d(1, 2, 3, padding=1),
-        nn.MaxPool2d(2),
-        snn.Leaky(beta=0.5, threshold=0.5, init_hidden=True),
-        nn.Flatten(), nn.Linear(2 * 4 * 4, 3),
-        snn.Leaky(beta=0.5, threshold=0.5, init_hidden=True, output=True),
-    )
-    bnet = certify(net, 2)
-    x = torch.rand(2, 1, 8, 8)
-    for method in METHODS:
-        with pytest.raises(TypeError, match=rf"method '{method}' does not support MaxPool2d at '1'; use method='ibp'"):
-            bnet.bounds(x, 0.01, method=method)
-    bnet.bounds(x, 0.01, method="ibp")  # still fine
+POOLS = [
+    nn.MaxPool2d(2),
+    nn.MaxPool2d(3, stride=2, padding=1, ceil_mode=True),
+    nn.MaxPool2d(3, stride=1, padding=1),
+    nn.MaxPool2d((2, 3), stride=(1, 2), dilation=(2, 1)),
+]
+
+
+@pytest.mark.parametrize("pool", POOLS, ids=repr)
+def test_maxpool_linear_rule_is_sound_and_exact_when_stable(pool):
+    from snncertify.ops import MaxPool2dOp
+
+    op = MaxPool2dOp(pool, "0")
+    gen = torch.Generator().manual_seed(0)
+    N, M, C, H, W = 3, 4, 2, 7, 6
+    centre = torch.randn((N, C, H, W), generator=gen)
+    radius = torch.rand((N, C, H, W), generator=gen) * torch.rand((N, C, 1, 1), generator=gen)
+    lower, upper = centre - radius, centre + radius
+    out_shape = pool(lower).shape[1:]
+    lam = torch.randn((N, M, *out_shape), generator=gen)
+    lam_in, const, mag = op.backward_relaxed(lam, lower, upper)
+    assert lam_in.shape == (N, M, C, H, W) and const.shape == (N, M) and (mag >= const.abs()).all()
+    # random points and box corners: the line never exceeds lam . maxpool(x)
+    for k in range(300):
+        u = torch.rand((N, C, H, W), generator=gen)
+        if k % 2:
+            u = u.round()  # a corner
+        x = lower + u * (upper - lower)
+        true = (lam * pool(x).unsqueeze(1)).flatten(2).sum(-1)
+        line = (lam_in * x.unsqueeze(1)).flatten(2).sum(-1) + const
+        assert (line <= true + 1e-4).all()
+    # a point box: every window is stable and the rule is exact
+    lam_in, const, _ = op.backward_relaxed(lam, centre, centre)
+    true = (lam * pool(centre).unsqueeze(1)).flatten(2).sum(-1)
+    line = (lam_in * centre.unsqueeze(1)).flatten(2).sum(-1) + const
+    torch.testing.assert_close(line, true, rtol=1e-5, atol=1e-5)
+
+
+def test_every_method_runs_on_the_tutorial_csnn():
+    from snncertify.training.archs import build_arch
+
+    torch.manual_seed(0)
+    bnet = certify(build_arch("tutorial-csnn"), 3)
+    x = torch.rand(2, 1, 28, 28)
+    widths = {}
+    with torch.no_grad():
+        out = bnet(x)
+        for method in METHODS:
+            lo, up = bnet.bounds(x, 0.002, method=method)
+            assert (lo <= out).all() and (out <= up).all()
+            widths[method] = float((up - lo).sum())
+    ibp_lo, ibp_up = bnet.bounds(x, 0.002, method="ibp")
+    assert widths["crown"] <= float((ibp_up - ibp_lo).sum())
 
 
 @pytest.mark.parametrize("encoding", ["direct", "rate", "event"])

@@ -78,6 +78,19 @@ class BoundOp:
         """The offset ``b`` broadcastable to ``[N, *out_shape]`` (rank ``ndim``), or None."""
         return None
 
+    #: whether ``backward_relaxed`` is implemented (non-linear ops bounded by lines
+    #: chosen from the bounds of their input, e.g. MaxPool2d)
+    relaxed = False
+
+    def backward_relaxed(self, lam: Tensor, lower: Tensor, upper: Tensor
+                         ) -> tuple[Tensor, Tensor, Tensor]:
+        """Lower bound of ``lam · y`` over inputs in ``[lower, upper]`` ``[N, *in_shape]``.
+
+        ``lam``: ``[N, M, *out_shape]``. Returns ``(lam_in [N, M, *in_shape],
+        const [N, M], mag [N, M])`` with ``lam · y >= lam_in · x + const``.
+        """
+        raise NotImplementedError(f"no linear rule for {self.name}")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
 

@@ -1,7 +1,24 @@
-"""Pooling: ``nn.AvgPool2d`` (linear, non-negative) and ``nn.MaxPool2d`` (monotone)."""
+"""Pooling: ``nn.AvgPool2d`` (linear, non-negative) and ``nn.MaxPool2d`` (monotone).
+
+Linear rule of max pooling (the standard one for ReLU networks, e.g. DeepPoly
+and auto_LiRPA): in a window with input bounds ``[l_i, u_i]`` let ``i*`` be
+the position of the largest lower bound. Then
+
+* ``y >= x_{i*}`` always (the max is at least any of its inputs);
+* ``y = x_{i*}`` when the window is stable (``l_{i*} >= u_j`` for every other
+  ``j``: ``x_{i*}`` is the max for every input in the box);
+* ``y <= max_i u_i`` otherwise (a constant).
+
+A lower bound of ``lam · y`` takes the lower line where ``lam >= 0`` and the
+upper one where ``lam < 0``.
+"""
 
 from __future__ import annotations
 
+import math
+
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .base import AffineOp, MonotoneOp, vjp_backward
@@ -17,8 +34,74 @@ class AvgPool2dOp(AffineOp):
         return vjp_backward(self.module, lam, in_shape)
 
 
-class MaxPool2dOp(MonotoneOp):
-    """``nn.MaxPool2d``: non-decreasing in every input, so bounds map exactly.
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
 
-    It has no linear (CROWN) rule: linear bound methods reject it.
-    """
+
+class MaxPool2dOp(MonotoneOp):
+    """``nn.MaxPool2d``: non-decreasing in every input, so intervals map exactly;
+    its linear rule (module docstring) needs the bounds of its input."""
+
+    relaxed = True
+
+    def _geometry(self, height: int, width: int):
+        """``(kernel, dilation, stride, pads (left, right, top, bottom), out size)`` with the
+        extra right/bottom padding ``ceil_mode`` needs, every pad filled with -inf."""
+        m = self.module
+        k, d = _pair(m.kernel_size), _pair(m.dilation)
+        s = _pair(m.stride if m.stride is not None else m.kernel_size)
+        p = _pair(m.padding)
+        out, extra = [], []
+        for size, kk, dd, ss, pp in zip((height, width), k, d, s, p, strict=True):
+            span = dd * (kk - 1) + 1
+            n = (size + 2 * pp - span) / ss
+            o = (math.ceil(n) if m.ceil_mode else math.floor(n)) + 1
+            if m.ceil_mode and (o - 1) * ss >= size + pp:  # the last window must start inside
+                o -= 1
+            out.append(o)
+            extra.append(max(0, (o - 1) * ss + span - (size + 2 * pp)))
+        pads = (p[1], p[1] + extra[1], p[0], p[0] + extra[0])
+        return k, d, s, pads, tuple(out)
+
+    def _windows(self, v: Tensor, geom) -> Tensor:
+        """``v`` ``[N, C, H, W]`` -> its pooling windows ``[N, C, k*k, L]``."""
+        k, d, s, pads, _ = geom
+        vp = F.pad(v, pads, value=-math.inf)
+        cols = F.unfold(vp, k, dilation=d, stride=s)
+        return cols.reshape(v.shape[0], v.shape[1], k[0] * k[1], -1)
+
+    def backward_relaxed(self, lam: Tensor, lower: Tensor, upper: Tensor
+                         ) -> tuple[Tensor, Tensor, Tensor]:
+        """Lower bound of ``lam · y`` by the lines of the module docstring.
+
+        Args:
+            lam: coefficients on the output, ``[N, M, C, H', W']`` (N: batch, or
+                time and batch folded; M: spec rows).
+            lower, upper: bounds of the input, ``[N, C, H, W]``.
+
+        Returns:
+            ``(lam_in [N, M, C, H, W], const [N, M], mag [N, M])``: coefficients on
+            the input, the constant and the magnitude of its terms.
+        """
+        N, C, H, W = lower.shape
+        M = lam.shape[1]
+        geom = self._geometry(H, W)
+        lo_w, up_w = self._windows(lower, geom), self._windows(upper, geom)
+        best, star = lo_w.max(dim=2, keepdim=True)  # [N, C, 1, L]
+        others = up_w.scatter(2, star, -math.inf).amax(dim=2)  # largest other upper bound
+        stable = (best.squeeze(2) >= others).unsqueeze(1)  # [N, 1, C, L]
+        cap = up_w.amax(dim=2).unsqueeze(1)
+        lam = lam.reshape(N, M, C, -1)
+        use_var = (lam >= 0) | stable
+        term = torch.where(use_var, torch.zeros_like(lam), lam * cap)
+        const, mag = term.flatten(2).sum(-1), term.abs().flatten(2).sum(-1)
+        lam_var = torch.where(use_var, lam, torch.zeros_like(lam))
+        K2 = lo_w.shape[2]
+        cols = lam.new_zeros((N, M, C, K2, lam.shape[-1]))
+        idx = star.unsqueeze(1).expand(N, M, C, 1, lam.shape[-1])
+        cols.scatter_(3, idx, lam_var.unsqueeze(3))
+        k, d, s, pads, _ = geom
+        padded = (H + pads[2] + pads[3], W + pads[0] + pads[1])
+        grid = F.fold(cols.reshape(N * M, C * K2, -1), padded, k, dilation=d, stride=s)
+        grid = grid[:, :, pads[2]:pads[2] + H, pads[0]:pads[0] + W]
+        return grid.reshape(N, M, C, H, W), const, mag

@@ -28,10 +28,6 @@ SETTINGS = settings(
 )
 
 
-def no_maxpool(spec) -> bool:
-    return "maxpool" not in spec.extras
-
-
 def budget_flips(x: torch.Tensor, k: int, n: int, seed: int) -> torch.Tensor:
     """``n`` event inputs ``[n, T, B, ...]`` with at most ``k`` flips per sample."""
     gen = torch.Generator().manual_seed(seed)
@@ -135,12 +131,12 @@ def check_sound(spec, eps_choice: float, alpha_iters: int = 2) -> dict:
 
 
 @SETTINGS
-@given(spec=net_specs(max_steps=6).filter(no_maxpool), eps=st.sampled_from([0.01, 0.05, 0.2]))
+@given(spec=net_specs(max_steps=6), eps=st.sampled_from([0.01, 0.05, 0.2]))
 def test_crown_sound_on_random_networks(spec, eps):
     check_sound(spec, eps)
 
 
 @settings(max_examples=4, deadline=None, derandomize=True)
-@given(spec=net_specs(encodings=("direct",), max_steps=3).filter(no_maxpool))
+@given(spec=net_specs(encodings=("direct",), max_steps=3))
 def test_crown_sound_at_large_eps(spec):
     check_sound(spec, 0.5, alpha_iters=1)
