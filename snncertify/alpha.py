@@ -3,10 +3,9 @@
 Intermediate membrane bounds come from full CROWN (``crown.crown_bounds``) and
 stay fixed; the slopes used for the OUTPUT bound are then optimised by
 projected gradient ascent (Adam) on the sum of the lower bounds. Each Leaky
-has four σ tensors ``[T, B, 2M, ...]`` in [0, 1] (spike lower/upper line,
-reset lower/upper line), a slope being ``lo + σ (hi - lo)`` between the two
-hull-segment slopes of ``relax.Relaxation.slope_range``; they start at CROWN's
-own choice. Every slope gives a sound line (``relax.py``), so every iterate is
+has one σ tensor ``[T, B, M, ...]`` in [0, 1], the slope of the joint line of
+everything a membrane feeds (``relax.joint_lower``) being ``lo + σ (hi - lo)``
+between its two hull-segment slopes; they start at the S-CROWN rule's choice. Every slope gives a sound line (``relax.py``), so every iterate is
 a sound bound: the best seen per entry is returned, together with CROWN's
 own result (itself the best of CROWN, CROWN-IBP and IBP), so it never loses
 to any of them.
@@ -33,7 +32,6 @@ from .crown import (
     output_lower,
 )
 from .methods import register_method
-from .relax import Relaxation, reset_fn, spike_fn
 from .threat import Threat
 
 ITERATIONS = 20
@@ -48,37 +46,8 @@ def alpha_cost(sizes: Sizes, rows: int) -> CostModel:
     crown = linear_cost(sizes, rows)
     step = sizes.steps * sizes.itemsize
     per_row = (ROW_TENSORS * sizes.widest + ROW_KEPT * sizes.total
-               + 4 * SIGMA_TENSORS * sizes.leaky) * step
+               + SIGMA_TENSORS * sizes.leaky) * step
     return CostModel(crown.per_sample, max(per_row, crown.per_row), 0.0)
-
-
-def initial_sigmas(setup: Setup, rows: int) -> dict[int, dict[str, Tensor]]:
-    """CROWN's slope choice as σ tensors ``[T, B, rows, ...]`` for every Leaky."""
-    sigmas: dict[int, dict[str, Tensor]] = {}
-    for j, op in enumerate(setup.ops):
-        if not op.stateful:
-            continue
-        thr, beta = op.threshold().detach(), op.beta().detach()
-        ml, mu = setup.mem_l[j], setup.mem_u[j]
-        T = len(ml)
-        found = {}
-        kinds = [("spk", spike_fn(thr), 0)]
-        if op.reset != "none":
-            kinds.append(("rst", reset_fn(op.reset, beta, thr), 1))
-        for kind, f, shift in kinds:
-            for side, upper in (("lo", False), ("up", True)):
-                steps = []
-                for t in range(T):
-                    if t - shift < 0:
-                        steps.append(torch.zeros_like(ml[0]))
-                        continue
-                    rel = Relaxation(f, ml[t - shift], mu[t - shift])
-                    steps.append(rel.default_sigma(upper))
-                sig = torch.stack(steps).unsqueeze(2)  # [T, B, 1, ...]
-                shape = (T, sig.shape[1], rows, *sig.shape[3:])
-                found[f"{kind}_{side}"] = sig.expand(shape).clone().requires_grad_(True)
-        sigmas[j] = found
-    return sigmas
 
 
 def alpha_crown(
@@ -114,11 +83,31 @@ def alpha_crown(
     return spec.merge(best, lower, upper)
 
 
+def initial_sigmas(bnet, setup: Setup, C: Tensor) -> dict[int, Tensor]:
+    """σ ``[T, B, M, ...]`` per Leaky reproducing the slopes of one plain pass for ``C``."""
+    rows = C.shape[1]
+    setup.alpha_start = {
+        j: [None] * setup.num_steps for j, op in enumerate(setup.ops) if op.stateful}
+    try:
+        with torch.no_grad():
+            output_lower(bnet, setup, C)
+        found = {}
+        for j, steps in setup.alpha_start.items():
+            like = setup.mem_l[j][0]
+            full = (setup.batch, rows, *like.shape[1:])
+            found[j] = torch.stack([
+                torch.full(full, 0.5, dtype=like.dtype, device=like.device) if s is None
+                else s.expand(full) for s in steps]).detach().clone().requires_grad_(True)
+        return found
+    finally:
+        setup.alpha_start = {}
+
+
 def optimise(bnet, setup: Setup, C: Tensor, best: Tensor, iterations: int, lr: float) -> Tensor:
     """Best lower bounds ``[B, M]`` of the rows ``C`` ``[B, M, K]`` seen over ``iterations``
     Adam steps on σ, starting from ``best`` (sound bounds of the same rows)."""
-    sigmas = initial_sigmas(setup, C.shape[1])
-    params = [p for d in sigmas.values() for p in d.values()]
+    sigmas = initial_sigmas(bnet, setup, C)
+    params = list(sigmas.values())
     opt = torch.optim.Adam(params, lr=lr)
     setup.alpha = sigmas
     try:

@@ -26,7 +26,8 @@ subtracting ``slack * mag``, ``mag`` the total magnitude of the terms summed.
 Methods registered here: ``"crown-ibp"`` (intermediate bounds from S-IBP, one
 backward pass, differentiable) and ``"crown"`` (each unstable membrane bound
 refined by its own back-substitution first, without autograd: its gradient
-flows through the final pass only, the refined bounds being constants). Both
+flows through the final passes only, the refined bounds being constants; the
+output is bounded with both slope rules of the joint Leaky relaxation). Both
 return the elementwise best of themselves and S-IBP. Spec rows and refined
 neurons are processed in chunks that fit the call's memory budget
 (:class:`~snncertify.budget.Plan`).
@@ -46,7 +47,7 @@ from .methods import register_method, spec_interval
 from .ops import BoundOp
 from .propagate import Propagation, ends_in_leaky, rounding_pad
 from .readout import readout_bounds
-from .relax import Relaxation, reset_fn, spike_fn
+from .relax import Relaxation, joint_fn, joint_lower, joint_sigma, reset_fn, spike_fn
 from .threat import FlipBudget, Threat
 
 #: coefficient-sized tensors alive at once per (sample, spec row), per element per step
@@ -88,8 +89,11 @@ class Setup:
         inputs: op index -> input bounds of each relaxed op (``Propagation.inputs``).
         slack: rounding slack (0 at a point threat).
         num_steps, batch: T and B.
-        alpha: op index -> ``{"spk_lo", "spk_up", "rst_lo", "rst_up"}`` σ tensors
-            ``[T, B, M, ...]`` (α-CROWN), else empty.
+        rule: slope rule of the joint Leaky relaxation, ``"scrown"`` (the
+            paper's) or ``"split"`` (spike and reset lines summed).
+        alpha: op index -> σ tensor ``[T, B, M, ...]`` of the joint slopes (α-CROWN).
+        alpha_start: op index -> a tensor the next pass fills with the σ
+            of the slopes it uses (α-CROWN's starting point), else empty.
         plan: the memory plan (rows per pass); None: every row at once.
     """
 
@@ -108,7 +112,9 @@ class Setup:
     slack: float
     num_steps: int
     batch: int
-    alpha: dict[int, dict[str, Tensor]] = field(default_factory=dict)
+    rule: str = "scrown"
+    alpha: dict[int, Tensor] = field(default_factory=dict)
+    alpha_start: dict[int, Tensor] = field(default_factory=dict)
     plan: Plan | None = None
 
     def rows_per_pass(self, rows: int) -> int:
@@ -170,21 +176,16 @@ def _dot(lam: Tensor, v: Tensor | float) -> Tensor:
     return (lam * v).flatten(2).sum(-1)
 
 
-def _through_lines(lam: Tensor, lines) -> tuple[Tensor, Tensor, Tensor]:
-    """Lower bound of ``lam · f(m)`` by lines: ``(coefficients on m, const, mag)``,
-    the lower line where ``lam >= 0`` and the upper one elsewhere."""
-    pos, neg = lam.clamp(min=0), lam.clamp(max=0)
-    new = pos * lines.s_lo + neg * lines.s_up
-    const = _dot(pos, lines.c_lo) + _dot(neg, lines.c_up)
-    mag = _dot(pos, lines.c_lo.abs()) - _dot(neg, lines.c_up.abs())
-    return new, const, mag
-
-
 # --------------------------------------------------------------------- leaky
 def leaky_backward(
     setup: Setup, index: int, lam_s: Tensor | None, lam_u: Tensor | None, steps: int
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Back through the Leaky op ``setup.ops[index]`` over steps ``0 .. steps-1``.
+
+    At each step (last to first) everything the membrane ``U_t`` feeds, its
+    spike and the next membrane, ``F(U_t) = Λ_t H(U_t - θ) + λ_{t+1} f(U_t)``,
+    is replaced by ONE lower line (:func:`~snncertify.relax.joint_lower`; slope
+    rule ``setup.rule``, or α-CROWN's σ): then ``U_t = f(U_{t-1}) + I_t + e_t``.
 
     Args:
         lam_s: coefficients on its spikes, ``[steps, B, M, ...]`` or None.
@@ -197,41 +198,89 @@ def leaky_backward(
     """
     op = setup.ops[index]
     beta, thr = op.beta(), op.threshold()
-    spike, reset = spike_fn(thr), reset_fn(op.reset, beta, thr)
     ml, mu = setup.mem_l[index], setup.mem_u[index]
-    alpha = setup.alpha.get(index, {})
+    sigma = setup.alpha.get(index)
+    record = setup.alpha_start.get(index)
     ref = lam_s if lam_s is not None else lam_u
     const = ref.new_zeros(ref.shape[1:3])
     mag = torch.zeros_like(const)
-    carry = None
+    nxt = None  # coefficients on U_{t+1}
     out = [None] * steps
     for t in reversed(range(steps)):
-        lam = carry
-        if lam_u is not None:
-            lam = lam_u[t] if lam is None else lam + lam_u[t]
-        if lam_s is not None:
-            rel = Relaxation(spike, ml[t].unsqueeze(1), mu[t].unsqueeze(1))
-            new, c, m = _through_lines(lam_s[t], _lines(rel, alpha, "spk", t))
-            const, mag = const + c, mag + m
-            lam = new if lam is None else lam + new
-        if lam is None:
+        spk = lam_s[t] if lam_s is not None else None
+        if spk is None and nxt is None:
             lam = torch.zeros_like(ref[t])
+        elif sigma is None and record is None:
+            lam, c = _joint_line(op.reset, beta, thr, spk, nxt, ml[t], mu[t], setup.rule)
+            const, mag = const + _dot(c, 1), mag + _dot(c.abs(), 1)
+        else:
+            f = joint_fn(op.reset, beta, thr, spk, nxt)
+            lo, hi = ml[t].unsqueeze(1), mu[t].unsqueeze(1)
+            lam, c = joint_lower(f, lo, hi, setup.rule, None if sigma is None else sigma[t])
+            if record is not None:
+                record[t] = joint_sigma(f, lo, hi, lam)
+            const, mag = const + _dot(c, 1), mag + _dot(c.abs(), 1)
+        if lam_u is not None:
+            lam = lam + lam_u[t]
         if setup.slack:
             pad = rounding_pad(ml[t], mu[t], setup.slack)
             const = const - _dot(lam.abs(), pad.unsqueeze(1))  # rounding term e_t
         out[t] = lam
-        if t == 0:  # U_0 = 0: f(0) = p1(0) or p2(0), evaluated as the forward does
-            f0 = _reset_at_zero(op.reset, beta, thr, lam)
-            if f0 is not None:
-                term = lam * f0
-                const, mag = const + _dot(term, 1), mag + _dot(term.abs(), 1)
-        elif op.reset == "none":
-            carry = lam * beta
-        else:
-            rel = Relaxation(reset, ml[t - 1].unsqueeze(1), mu[t - 1].unsqueeze(1))
-            carry, c, m = _through_lines(lam, _lines(rel, alpha, "rst", t))
-            const, mag = const + c, mag + m
+        nxt = lam
+    f0 = _reset_at_zero(op.reset, beta, thr, nxt)  # U_0 = 0: f(0), as the forward computes it
+    if f0 is not None:
+        term = nxt * f0
+        const, mag = const + _dot(term, 1), mag + _dot(term.abs(), 1)
     return torch.stack(out), const, mag
+
+
+def _joint_line(reset: str, beta: Tensor, thr: Tensor, spk: Tensor | None, nxt: Tensor | None,
+                lower: Tensor, upper: Tensor, rule: str) -> tuple[Tensor, Tensor]:
+    """:func:`~snncertify.relax.joint_lower` computed where it is needed: stable neurons
+    take F's own piece (a few passes over ``[B, M, ...]``), and only the unstable
+    ones (gathered) get the four-point line. Bounds ``[B, ...]``, coefficients
+    ``[B, M, ...]``; returns ``(slope, intercept)`` ``[B, M, ...]``."""
+    f = reset_fn(reset, beta, thr)
+    shape = lower.shape
+    thr_b = torch.broadcast_to(thr, shape)
+    on = lower > thr_b
+    unstable = (lower <= thr_b) & (upper > thr_b)
+    zero = torch.zeros((), dtype=lower.dtype, device=lower.device)
+    k_s = torch.where(on, f.s2 + zero, f.s1 + zero).unsqueeze(1)
+    k_c = torch.where(on, f.c2 + zero, f.c1 + zero).unsqueeze(1)
+    ref = spk if spk is not None else nxt
+    s = nxt * k_s if nxt is not None else torch.zeros_like(ref)
+    c = nxt * k_c if nxt is not None else torch.zeros_like(ref)
+    if spk is not None:
+        c = c + spk * on.unsqueeze(1)
+    if not bool(unstable.any()):
+        return s, c
+    B, M = ref.shape[:2]
+    b_idx, n_idx = unstable.reshape(B, -1).nonzero(as_tuple=True)
+
+    def pick(v: Tensor | None) -> Tensor | None:  # [B, M, ...] -> [U, M]
+        return None if v is None else v.reshape(B, M, -1)[b_idx, :, n_idx]
+
+    def pick_n(v: Tensor) -> Tensor:  # per-neuron [B, ...] (broadcast) -> [U, 1]
+        return torch.broadcast_to(v, shape).reshape(B, -1)[b_idx, n_idx].unsqueeze(1)
+
+    g_thr, g_beta = pick_n(thr_b), pick_n(beta + zero)
+    gl, gu = pick_n(lower), pick_n(upper)
+    g_spk, g_nxt = pick(spk), pick(nxt)
+    split = None
+    if rule == "split":
+        split = (g_spk, g_nxt, _default_slopes(spike_fn(g_thr), gl, gu),
+                 _default_slopes(reset_fn(reset, g_beta, g_thr), gl, gu))
+    su, cu = joint_lower(joint_fn(reset, g_beta, g_thr, g_spk, g_nxt), gl, gu, rule, None, split)
+    s.view(B, M, -1)[b_idx, :, n_idx] = su
+    c.view(B, M, -1)[b_idx, :, n_idx] = cu
+    return s, c
+
+
+def _default_slopes(f, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """The default (lower, upper) line slopes of a one-variable piece (``relax``)."""
+    rel = Relaxation(f, lower, upper)
+    return rel.default_slope(False), rel.default_slope(True)
 
 
 def _reset_at_zero(reset: str, beta: Tensor, thr: Tensor, like: Tensor) -> Tensor | None:
@@ -239,17 +288,6 @@ def _reset_at_zero(reset: str, beta: Tensor, thr: Tensor, like: Tensor) -> Tenso
     if reset != "subtract":
         return None
     return torch.where(thr < 0, -thr, torch.zeros_like(thr)) + torch.zeros_like(like[0, 0])
-
-
-def _lines(rel: Relaxation, alpha: dict[str, Tensor], kind: str, t: int):
-    """Default lines, or α-CROWN's slopes ``lo + σ (hi - lo)`` when σ are set."""
-    if f"{kind}_lo" not in alpha:
-        return rel.lines()
-    lo, hi = rel.slope_range(False)
-    s_lo = lo + alpha[f"{kind}_lo"][t] * (hi - lo)
-    lo, hi = rel.slope_range(True)
-    s_up = lo + alpha[f"{kind}_up"][t] * (hi - lo)
-    return rel.lines(s_lo, s_up)
 
 
 # ------------------------------------------------------------ linear ops
@@ -563,7 +601,9 @@ def crown_bounds(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tenso
         prop = refine_intermediate(setup)
     # the refined bounds pushed forward by the exact interval rules
     lower, upper = best_of(*spec_interval(C, *readout_bounds(bnet.readout, prop)), lower, upper)
-    lower, upper = linear_bounds(bnet, setup, C, lower, upper, need_upper)
+    for rule in ("split", "scrown"):  # the best of both slope rules, ending on the default
+        setup.rule = rule
+        lower, upper = linear_bounds(bnet, setup, C, lower, upper, need_upper)
     return setup, C, lower, upper
 
 

@@ -163,3 +163,106 @@ def select(lines: Lines, lam: Tensor) -> tuple[Tensor, Tensor]:
     """Slope and intercept for a LOWER bound of ``lam · f``: lower line where ``lam >= 0``."""
     pos = lam >= 0
     return torch.where(pos, lines.s_lo, lines.s_up), torch.where(pos, lines.c_lo, lines.c_up)
+
+
+# ---------------------------------------------------- joint relaxation (S-CROWN)
+def joint_fn(reset: str, beta: Tensor, thr: Tensor, spike_coef: Tensor | None,
+             next_coef: Tensor | None) -> Piecewise:
+    """``F(m) = Λ H(m - θ) + λ' f(m)``: everything one membrane ``m = U_t`` feeds.
+
+    ``Λ`` (``spike_coef``) is the coefficient on the spike ``S_t``, ``λ'``
+    (``next_coef``) the one on ``U_{t+1} = f(U_t) + I_{t+1}``, ``f`` the
+    decay-and-reset term (:func:`reset_fn`); either may be None (zero).
+    Shapes ``[B, M, ...]``. Relaxing F as ONE function keeps what relaxing
+    its two terms apart loses: under zero reset ``f(m) = 0`` exactly where
+    the spike is 1 (the official S-CROWN gets this by folding the reset
+    into the previous spike's coefficient).
+    """
+    f = reset_fn(reset, beta, thr)
+    lam_n = next_coef if next_coef is not None else 0.0
+    lam_s = spike_coef if spike_coef is not None else 0.0
+    s1 = lam_n * f.s1
+    s2 = s1 if f.s2 is f.s1 else lam_n * f.s2  # `is`: F's pieces share their slope
+    return Piecewise(thr, s1, lam_n * f.c1, s2, lam_n * f.c2 + lam_s)
+
+
+def _first_slope(f: Piecewise, lower: Tensor, left: Tensor, right: Tensor,
+                 left_g: Tensor, right_g: Tensor) -> Tensor:
+    """The S-CROWN slope of a lower line of F (Liang et al., 2022, generalised):
+    p1 is replaced by its minimum on ``[l, θ]`` when p1 and p2 differ in slope
+    (zero reset), else kept as the common linear part; the remaining jump
+    ``J`` at θ is a step ``J H(m - θ)``, relaxed by the area rule: the sloped
+    line ``J (m - θ)/(u - θ)`` for ``J >= 0`` and ``u - θ >= θ - l``, the
+    line ``J (m - l)/(θ - l)`` for ``J < 0`` and ``u - θ < θ - l``, else flat."""
+    thr = f.thr
+    if f.s1 is f.s2:
+        base = f.s1
+        jump = f.c2 - f.c1
+    else:  # p1 = s1 m + c1 on [l, θ]: its minimum is at l or θ
+        low = torch.minimum(f.s1 * lower + f.c1, f.s1 * thr + f.c1)
+        base = 0.0
+        jump = f.s2 * thr + f.c2 - low  # p2 at θ+ above that constant
+    right_long = right >= left
+    sloped_up = torch.where(right_long, 1 / right_g, torch.zeros_like(right_g))
+    sloped_dn = torch.where(right_long, torch.zeros_like(left_g), 1 / left_g)
+    d = torch.where(jump >= 0, sloped_up, sloped_dn)
+    return base + jump * d
+
+
+def joint_lower(f: Piecewise, lower: Tensor, upper: Tensor, rule: str = "scrown",
+                sigma: Tensor | None = None, split: tuple | None = None) -> tuple[Tensor, Tensor]:
+    """A lower line ``s m + c`` of the joint F on ``[lower, upper]`` (``[B, 1, ...]``).
+
+    Stable neurons get F's own piece (exact). An unstable one gets slope
+    ``rule``: ``"scrown"`` (:func:`_first_slope`), ``"split"`` (the sum of the
+    separate lines of the spike and the reset term, ``split = (Λ, λ', spike
+    relaxation, reset relaxation)``), or with ``sigma`` (α-CROWN, in [0, 1])
+    ``lo + σ (hi - lo)`` in F's hull slope range; the intercept is the
+    tightest for that slope (any slope is sound, module docstring).
+    Returns ``(s, c)``, ``[B, M, ...]``.
+    """
+    thr = f.thr
+    off, on = upper <= thr, lower > thr
+    tol = TOL * (1 + thr.abs())
+    left, right = (thr - lower).clamp(min=0), (upper - thr).clamp(min=0)
+    left_g, right_g = torch.maximum(left, tol + 0 * left), torch.maximum(right, tol + 0 * right)
+    y_l, y_t1 = f.s1 * lower + f.c1, f.s1 * thr + f.c1
+    y_t2, y_u = f.s2 * thr + f.c2, f.s2 * upper + f.c2
+    if sigma is not None:
+        lo, hi = _hull_range(y_l, y_t1, y_t2, y_u, left_g, right_g)
+        s = lo + sigma * (hi - lo)
+    elif rule == "split":
+        spike_coef, next_coef, spike_rel, reset_rel = split
+        s = 0.0
+        if spike_coef is not None:
+            s = s + spike_coef.clamp(min=0) * spike_rel[0] + spike_coef.clamp(max=0) * spike_rel[1]
+        if next_coef is not None:
+            s = s + next_coef.clamp(min=0) * reset_rel[0] + next_coef.clamp(max=0) * reset_rel[1]
+        s = s + torch.zeros_like(y_t2)
+    else:
+        s = _first_slope(f, lower, left, right, left_g, right_g)
+    c = torch.minimum(torch.minimum(y_l - s * lower, y_t1 - s * thr),
+                      torch.minimum(y_t2 - s * thr, y_u - s * upper))
+    zero = torch.zeros_like(c)
+    s = torch.where(off, f.s1 + zero, torch.where(on, f.s2 + zero, s))
+    c = torch.where(off, f.c1 + zero, torch.where(on, f.c2 + zero, c))
+    return s, c
+
+
+def _hull_range(y_l, y_t1, y_t2, y_u, left_g, right_g) -> tuple[Tensor, Tensor]:
+    mid = torch.minimum(y_t1, y_t2)
+    a, b = (mid - y_l) / left_g, (y_u - mid) / right_g
+    return torch.minimum(a, b), torch.maximum(a, b)
+
+
+def joint_sigma(f: Piecewise, lower: Tensor, upper: Tensor, s: Tensor) -> Tensor:
+    """``σ`` in [0, 1] placing slope ``s`` in F's hull slope range (α-CROWN's start)."""
+    thr = f.thr
+    tol = TOL * (1 + thr.abs())
+    left_g = torch.maximum((thr - lower).clamp(min=0), tol + 0 * lower)
+    right_g = torch.maximum((upper - thr).clamp(min=0), tol + 0 * upper)
+    lo, hi = _hull_range(f.s1 * lower + f.c1, f.s1 * thr + f.c1, f.s2 * thr + f.c2,
+                         f.s2 * upper + f.c2, left_g, right_g)
+    width = hi - lo
+    sigma = torch.where(width > 0, (s - lo) / torch.where(width > 0, width, 1), 0.5)
+    return sigma.clamp(0, 1)
