@@ -13,15 +13,19 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from functools import partial
+from pathlib import Path
 
 import snntorch as snn
 import torch
 from torch import nn
 
 from snncertify import certify
-from snncertify.reference import run_snntorch, snntorch_frames
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from reference import run_snntorch, snntorch_frames  # noqa: E402  (the test suite's ground truth)
 
 
 def _lif(output: bool = False) -> snn.Leaky:

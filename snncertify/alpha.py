@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .budget import CostModel, Plan, Sizes
 from .crown import (
@@ -77,9 +78,12 @@ def alpha_crown(
         rows = C2.shape[1]
         step = setup.rows_per_pass(rows)
         setup.plan = None  # each chunk of rows below is one pass
-        best = torch.cat([
-            optimise(bnet, setup, C2[:, a:a + step], best[:, a:a + step], iterations, lr)
-            for a in range(0, rows, step)], dim=1)
+        starts = range(0, rows, step)
+        with tqdm(total=len(starts) * iterations, desc="alpha-crown: optimising slopes",
+                  unit="it", disable=None, leave=False) as bar:
+            best = torch.cat([
+                optimise(bnet, setup, C2[:, a:a + step], best[:, a:a + step], iterations, lr, bar)
+                for a in starts], dim=1)
     return spec.merge(best, lower, upper)
 
 
@@ -103,9 +107,11 @@ def initial_sigmas(bnet, setup: Setup, C: Tensor) -> dict[int, Tensor]:
         setup.alpha_start = {}
 
 
-def optimise(bnet, setup: Setup, C: Tensor, best: Tensor, iterations: int, lr: float) -> Tensor:
+def optimise(bnet, setup: Setup, C: Tensor, best: Tensor, iterations: int, lr: float,
+             bar: tqdm | None = None) -> Tensor:
     """Best lower bounds ``[B, M]`` of the rows ``C`` ``[B, M, K]`` seen over ``iterations``
-    Adam steps on σ, starting from ``best`` (sound bounds of the same rows)."""
+    Adam steps on σ, starting from ``best`` (sound bounds of the same rows); ``bar``
+    advances once per step."""
     sigmas = initial_sigmas(bnet, setup, C)
     params = list(sigmas.values())
     opt = torch.optim.Adam(params, lr=lr)
@@ -122,6 +128,8 @@ def optimise(bnet, setup: Setup, C: Tensor, best: Tensor, iterations: int, lr: f
             with torch.no_grad():
                 for p in params:
                     p.clamp_(0, 1)
+            if bar is not None:
+                bar.update()
         with torch.no_grad():
             return torch.maximum(best, output_lower(bnet, setup, C))
     finally:

@@ -39,15 +39,17 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from . import encoding as enc
 from . import propagate
 from .budget import CostModel, Plan, Sizes, ibp_cost
 from .methods import register_method, spec_interval
 from .ops import BoundOp
-from .propagate import Propagation, ends_in_leaky, rounding_pad
+from .ops.base import dot_neurons as _dot
+from .ops.base import rounding_pad
+from .propagate import Propagation, ends_in_leaky
 from .readout import readout_bounds
-from .relax import Relaxation, joint_fn, joint_lower, joint_sigma, reset_fn, spike_fn
 from .threat import FlipBudget, Threat
 
 #: coefficient-sized tensors alive at once per (sample, spec row), per element per step
@@ -165,129 +167,15 @@ def make_setup(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Prop
     )
 
 
-def _dot(lam: Tensor, v: Tensor | float) -> Tensor:
-    """Sum over the trailing (neuron) axes of ``lam * v``: ``[B, M, ...] -> [B, M]``.
-
-    ``v`` broadcastable to ``lam``; a ``[B, 1, ...]`` ``v`` uses a batched matmul.
-    """
-    if isinstance(v, Tensor) and v.ndim == lam.ndim and v.shape[1] == 1 and lam.shape[1] > 1 \
-            and v.shape[2:] == lam.shape[2:]:
-        return torch.bmm(lam.flatten(2), v.flatten(2).transpose(1, 2)).squeeze(2)
-    return (lam * v).flatten(2).sum(-1)
-
-
 # --------------------------------------------------------------------- leaky
 def leaky_backward(
     setup: Setup, index: int, lam_s: Tensor | None, lam_u: Tensor | None, steps: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Back through the Leaky op ``setup.ops[index]`` over steps ``0 .. steps-1``.
-
-    At each step (last to first) everything the membrane ``U_t`` feeds, its
-    spike and the next membrane, ``F(U_t) = Λ_t H(U_t - θ) + λ_{t+1} f(U_t)``,
-    is replaced by ONE lower line (:func:`~snncertify.relax.joint_lower`; slope
-    rule ``setup.rule``, or α-CROWN's σ): then ``U_t = f(U_{t-1}) + I_t + e_t``.
-
-    Args:
-        lam_s: coefficients on its spikes, ``[steps, B, M, ...]`` or None.
-        lam_u: coefficients on its membranes, ``[steps, B, M, ...]`` or None.
-
-    Returns:
-        ``(lam_i, const, mag)``: coefficients on the input currents
-        ``[steps, B, M, ...]``, the constant ``[B, M]`` and the magnitude
-        ``[B, M]`` of the constant terms (for the rounding pad).
-    """
-    op = setup.ops[index]
-    beta, thr = op.beta(), op.threshold()
-    ml, mu = setup.mem_l[index], setup.mem_u[index]
-    sigma = setup.alpha.get(index)
-    record = setup.alpha_start.get(index)
-    ref = lam_s if lam_s is not None else lam_u
-    const = ref.new_zeros(ref.shape[1:3])
-    mag = torch.zeros_like(const)
-    nxt = None  # coefficients on U_{t+1}
-    out = [None] * steps
-    for t in reversed(range(steps)):
-        spk = lam_s[t] if lam_s is not None else None
-        if spk is None and nxt is None:
-            lam = torch.zeros_like(ref[t])
-        elif sigma is None and record is None:
-            lam, c = _joint_line(op.reset, beta, thr, spk, nxt, ml[t], mu[t], setup.rule)
-            const, mag = const + _dot(c, 1), mag + _dot(c.abs(), 1)
-        else:
-            f = joint_fn(op.reset, beta, thr, spk, nxt)
-            lo, hi = ml[t].unsqueeze(1), mu[t].unsqueeze(1)
-            lam, c = joint_lower(f, lo, hi, setup.rule, None if sigma is None else sigma[t])
-            if record is not None:
-                record[t] = joint_sigma(f, lo, hi, lam)
-            const, mag = const + _dot(c, 1), mag + _dot(c.abs(), 1)
-        if lam_u is not None:
-            lam = lam + lam_u[t]
-        if setup.slack:
-            pad = rounding_pad(ml[t], mu[t], setup.slack)
-            const = const - _dot(lam.abs(), pad.unsqueeze(1))  # rounding term e_t
-        out[t] = lam
-        nxt = lam
-    f0 = _reset_at_zero(op.reset, beta, thr, nxt)  # U_0 = 0: f(0), as the forward computes it
-    if f0 is not None:
-        term = nxt * f0
-        const, mag = const + _dot(term, 1), mag + _dot(term.abs(), 1)
-    return torch.stack(out), const, mag
-
-
-def _joint_line(reset: str, beta: Tensor, thr: Tensor, spk: Tensor | None, nxt: Tensor | None,
-                lower: Tensor, upper: Tensor, rule: str) -> tuple[Tensor, Tensor]:
-    """:func:`~snncertify.relax.joint_lower` computed where it is needed: stable neurons
-    take F's own piece (a few passes over ``[B, M, ...]``), and only the unstable
-    ones (gathered) get the four-point line. Bounds ``[B, ...]``, coefficients
-    ``[B, M, ...]``; returns ``(slope, intercept)`` ``[B, M, ...]``."""
-    f = reset_fn(reset, beta, thr)
-    shape = lower.shape
-    thr_b = torch.broadcast_to(thr, shape)
-    on = lower > thr_b
-    unstable = (lower <= thr_b) & (upper > thr_b)
-    zero = torch.zeros((), dtype=lower.dtype, device=lower.device)
-    k_s = torch.where(on, f.s2 + zero, f.s1 + zero).unsqueeze(1)
-    k_c = torch.where(on, f.c2 + zero, f.c1 + zero).unsqueeze(1)
-    ref = spk if spk is not None else nxt
-    s = nxt * k_s if nxt is not None else torch.zeros_like(ref)
-    c = nxt * k_c if nxt is not None else torch.zeros_like(ref)
-    if spk is not None:
-        c = c + spk * on.unsqueeze(1)
-    if not bool(unstable.any()):
-        return s, c
-    B, M = ref.shape[:2]
-    b_idx, n_idx = unstable.reshape(B, -1).nonzero(as_tuple=True)
-
-    def pick(v: Tensor | None) -> Tensor | None:  # [B, M, ...] -> [U, M]
-        return None if v is None else v.reshape(B, M, -1)[b_idx, :, n_idx]
-
-    def pick_n(v: Tensor) -> Tensor:  # per-neuron [B, ...] (broadcast) -> [U, 1]
-        return torch.broadcast_to(v, shape).reshape(B, -1)[b_idx, n_idx].unsqueeze(1)
-
-    g_thr, g_beta = pick_n(thr_b), pick_n(beta + zero)
-    gl, gu = pick_n(lower), pick_n(upper)
-    g_spk, g_nxt = pick(spk), pick(nxt)
-    split = None
-    if rule == "split":
-        split = (g_spk, g_nxt, _default_slopes(spike_fn(g_thr), gl, gu),
-                 _default_slopes(reset_fn(reset, g_beta, g_thr), gl, gu))
-    su, cu = joint_lower(joint_fn(reset, g_beta, g_thr, g_spk, g_nxt), gl, gu, rule, None, split)
-    s.view(B, M, -1)[b_idx, :, n_idx] = su
-    c.view(B, M, -1)[b_idx, :, n_idx] = cu
-    return s, c
-
-
-def _default_slopes(f, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-    """The default (lower, upper) line slopes of a one-variable piece (``relax``)."""
-    rel = Relaxation(f, lower, upper)
-    return rel.default_slope(False), rel.default_slope(True)
-
-
-def _reset_at_zero(reset: str, beta: Tensor, thr: Tensor, like: Tensor) -> Tensor | None:
-    """``f(U_0)`` for ``U_0 = 0``: only subtract reset with θ < 0 gives a non-zero (-θ)."""
-    if reset != "subtract":
-        return None
-    return torch.where(thr < 0, -thr, torch.zeros_like(thr)) + torch.zeros_like(like[0, 0])
+    """Back through the Leaky op ``setup.ops[index]`` (:meth:`LeakyOp.linear_backward`)
+    with the setup's membrane bounds, slope rule, α-CROWN σ and rounding slack."""
+    return setup.ops[index].linear_backward(
+        lam_s, lam_u, steps, setup.mem_l[index], setup.mem_u[index], setup.rule,
+        setup.alpha.get(index), setup.alpha_start.get(index), setup.slack)
 
 
 # ------------------------------------------------------------ linear ops
@@ -538,17 +426,21 @@ def refine_intermediate(setup: Setup) -> Propagation:
     bounds are pushed forward with the exact interval rules
     (:func:`repropagate`): refining layer j then uses the tightened bounds of
     the layers before it. Neurons are refined in chunks that fit the setup's
-    memory plan. Returns the final interval propagation.
+    memory plan; a progress bar (tqdm, shown on a terminal) counts the
+    (layer, step) pairs. Returns the final interval propagation.
     """
     first = True
-    for j, op in enumerate(setup.ops):
-        if not op.stateful:
-            continue
+    leaky = [j for j, op in enumerate(setup.ops) if op.stateful]
+    bar = tqdm(total=len(leaky) * setup.num_steps, desc="crown: refining membranes",
+               unit="step", disable=None, leave=False)
+    for j in leaky:
+        op = setup.ops[j]
         if not first:
             repropagate(setup)
         first = False
         thr = op.threshold()
         for t in range(setup.num_steps):
+            bar.update()
             lo, hi = setup.mem_l[j][t], setup.mem_u[j][t]
             unstable = ((lo <= thr) & (hi > thr)).flatten(1)  # [B, n]
             width = int(unstable.sum(1).max())
@@ -573,6 +465,7 @@ def refine_intermediate(setup: Setup) -> Propagation:
                 new_u = new_u.scatter(1, sel, torch.minimum(new_u.gather(1, sel), cu))
             setup.mem_l[j][t] = new_l.reshape(lo.shape)
             setup.mem_u[j][t] = new_u.reshape(hi.shape)
+    bar.close()
     return repropagate(setup)
 
 

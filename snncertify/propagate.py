@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .gradmode import GradMode
 from .ops import BoundOp, IdentityOp, LeakyOp
+from .ops.base import rounding_pad
 
 Seq = Tensor | list[Tensor]  # [B, ...] when static, else T tensors [B, ...]
 
@@ -177,11 +178,6 @@ def interval(
         pad = rounding_pad(lo, hi, slack)
         lo, hi = lo - pad, hi + pad
     return Propagation(lo, hi, layers, inputs)
-
-
-def rounding_pad(lo: Tensor, hi: Tensor, slack: float) -> Tensor:
-    """Float-rounding allowance ``slack * (1 + max(|lo|, |hi|))`` of a bounded value."""
-    return slack * (1 + torch.maximum(lo.abs(), hi.abs()))
 
 
 def ends_in_leaky(ops: list[BoundOp]) -> bool:

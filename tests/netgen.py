@@ -7,9 +7,8 @@ from dataclasses import dataclass
 import snntorch as snn
 import torch
 from hypothesis import strategies as st
+from reference import run_snntorch, snntorch_frames, snntorch_scores
 from torch import nn
-
-from snncertify.reference import run_snntorch, snntorch_frames, snntorch_scores
 
 RESETS = ("subtract", "zero", "none")
 PARAM_KINDS = ("scalar", "neuron", "channel", "learnable")

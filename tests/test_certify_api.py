@@ -6,10 +6,10 @@ import pytest
 import snntorch as snn
 import torch
 from netgen import reference
+from reference import run_snntorch
 from torch import nn
 
 from snncertify import certify, verified_accuracy
-from snncertify.reference import run_snntorch
 
 
 def fc_net(reset="subtract", out_reset=None, output=True):

@@ -18,13 +18,13 @@ import snntorch as snn
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reference import run_snntorch
 from torch import nn
 
 import snncertify
 from snncertify import FlipBudget, certify
 from snncertify.crown import concretize
 from snncertify.ops import AvgPool2dOp, BatchNormOp, Conv2dOp, FlattenOp, LinearOp
-from snncertify.reference import run_snntorch
 from snncertify.relax import Relaxation, reset_fn, spike_fn
 
 METHODS = ("crown-ibp", "crown", "alpha-crown")

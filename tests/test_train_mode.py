@@ -9,11 +9,11 @@ import snntorch as snn
 import torch
 import torch.nn.functional as F
 from netgen import perturbations
+from reference import run_snntorch, snntorch_frames
 from torch import nn
 
 import attacks
 from snncertify import certify, verified_accuracy
-from snncertify.reference import run_snntorch, snntorch_frames
 
 
 def bn_net(dropout: float = 0.3, conv: bool = False) -> nn.Sequential:

@@ -7,6 +7,7 @@
     python -m zoo reproduce --data-root ../shared/data             # re-measure every card
     python -m zoo table --dataset mnist                            # headline numbers (Markdown)
     python -m zoo add RUN_FOLDER [--data-root DIR]                 # maintainers: measure + add
+    python -m zoo refresh-bounds [--names ...] [--data-root DIR]   # maintainers: after a bound change
 
 ``eval`` and ``reproduce`` print every number that differs from the card and
 exit with status 1 if any does.
@@ -21,7 +22,7 @@ import sys
 from snncertify.report import to_markdown
 
 from . import registry
-from .measure import add_run, differences, headline, measure
+from .measure import add_run, differences, headline, measure, refresh_bounds
 
 
 def _measure_entry(name: str, data_root: str | None, device: str, n: int | None) -> list[str]:
@@ -63,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("runs", nargs="+", help="run folders (model.pt + config.json)")
     a.add_argument("--data-root")
     a.add_argument("--notes", default="")
+    r = sub.add_parser("refresh-bounds",
+                       help="maintainers: re-measure the bound columns after a bound change")
+    r.add_argument("--names", nargs="+", help="default: every entry")
+    r.add_argument("--data-root")
+    r.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
     if args.cmd == "list":
@@ -88,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
                  for k, v in headline(registry.card(n)).items()}
                 for n in registry.list_entries(args.dataset)]
         print(to_markdown(rows))
+    elif args.cmd == "refresh-bounds":
+        for name in args.names or registry.list_entries():
+            changed = refresh_bounds(name, args.data_root, args.device)
+            print(f"{name}: " + ("bound columns unchanged" if not changed
+                                 else "updated:\n  " + "\n  ".join(changed)))
     elif args.cmd == "add":
         for run in args.runs:
             c = add_run(run, args.data_root, notes=args.notes)

@@ -158,6 +158,55 @@ def add_run(run: str | Path, data_root: str | None, protocol: dict[str, Any] | N
     return card
 
 
+def refresh_bounds(name: str, data_root: str | None, device: str = "cpu",
+                   progress: bool = True) -> list[str]:
+    """Re-measure the bound columns (``kind == "certified"``) of card ``name`` with its
+    protocol and write them to the card (atomically); attack columns do not depend on
+    the bounds and are kept. For use after a change to the bound methods.
+
+    Returns the changed numbers (empty: none). Raises ``ValueError`` (card untouched)
+    if a new verified accuracy exceeds the card's worst-case attack accuracy.
+    """
+    from .registry import card as get_card
+    from .registry import load_bounded
+
+    c = get_card(name)
+    proto = c["protocol"]
+    bnet = load_bounded(name).to(device).eval()
+    x, y = test_subset(c["dataset"], data_root, proto["n"], proto["subset_seed"])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(proto.get("threads", threads))
+    try:
+        res = attacks.evaluate(bnet, (x, y), proto["eps"], [], certify=proto["methods"],
+                               seed=proto["seed"], batch_size=proto["batch_size"],
+                               device=device, progress=progress, run_sanity_checks=False)
+    finally:
+        torch.set_num_threads(threads)
+    new = {(float(r["eps"]), r["attack"]): {k: r["attack" if k == "column" else k]
+                                             for k in ROW_KEYS}
+           for r in res if r["kind"] == "certified"}
+    robust = {float(r["eps"]): r["accuracy"] for r in c["results"] if r["kind"] == "robust"}
+    changed, rows = [], []
+    for r in c["results"]:
+        key = (float(r["eps"]), r["column"])
+        if key in new:
+            if new[key]["accuracy"] > robust[key[0]] + 1e-12:
+                raise ValueError(f"{name}: eps {key[0]:g} {key[1]} {new[key]['accuracy']:.4f} "
+                                 f"exceeds the worst-case attack {robust[key[0]]:.4f}")
+            if new[key] != r:
+                changed.append(f"eps {key[0]:g} {key[1]}: {r['accuracy']:.4f} -> "
+                               f"{new[key]['accuracy']:.4f}")
+            r = new[key]
+        rows.append(r)
+    if changed:
+        today = datetime.date.today().isoformat()
+        c["results"] = rows
+        c["bounds_measured"] = {"date": today, "versions": versions()}
+        write_text(CARDS_DIR / f"{name}.json", json.dumps(c, indent=1) + "\n")
+        _cards.cache_clear()
+    return changed
+
+
 def headline(card: dict[str, Any], eps: float | None = None) -> dict[str, Any]:
     """One line of a card: clean (full test set), worst-case attack and best verified accuracy
     at ``eps`` (default: the defense's training eps if the protocol has it, else the middle eps

@@ -5,6 +5,7 @@ from .leaky import LeakyOp
 from .linear import Conv2dOp, LinearOp
 from .norm import BatchNormOp
 from .pool import AvgPool2dOp, MaxPool2dOp
+from .registry import op_for, register_op, supported_names
 from .shape import DropoutOp, FlattenOp, IdentityOp
 
 __all__ = [
@@ -20,4 +21,7 @@ __all__ = [
     "LinearOp",
     "MaxPool2dOp",
     "MonotoneOp",
+    "op_for",
+    "register_op",
+    "supported_names",
 ]

@@ -33,6 +33,11 @@ class BoundOp:
         self.module = module
         self.path = path
 
+    @classmethod
+    def from_module(cls, module: nn.Module, path: str) -> BoundOp:
+        """The op for ``module``; a ``TypeError`` naming any option it cannot bound."""
+        return cls(module, path)
+
     @property
     def name(self) -> str:
         return f"{type(self.module).__name__} at {self.path!r}"
@@ -93,6 +98,22 @@ class BoundOp:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"
+
+
+def dot_neurons(lam: Tensor, v: Tensor | float) -> Tensor:
+    """Sum over the trailing (neuron) axes of ``lam * v``: ``[B, M, ...] -> [B, M]``.
+
+    ``v`` broadcastable to ``lam``; a ``[B, 1, ...]`` ``v`` uses a batched matmul.
+    """
+    if isinstance(v, Tensor) and v.ndim == lam.ndim and v.shape[1] == 1 and lam.shape[1] > 1 \
+            and v.shape[2:] == lam.shape[2:]:
+        return torch.bmm(lam.flatten(2), v.flatten(2).transpose(1, 2)).squeeze(2)
+    return (lam * v).flatten(2).sum(-1)
+
+
+def rounding_pad(lo: Tensor, hi: Tensor, slack: float) -> Tensor:
+    """Float-rounding allowance ``slack * (1 + max(|lo|, |hi|))`` of a bounded value."""
+    return slack * (1 + torch.maximum(lo.abs(), hi.abs()))
 
 
 def vjp_backward(fn, lam: Tensor, in_shape: tuple[int, ...]) -> Tensor:

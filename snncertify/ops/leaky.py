@@ -14,11 +14,14 @@ snnTorch so that the forward (and the bounds at eps = 0) are bit-identical.
 
 from __future__ import annotations
 
+import snntorch as snn
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..gradmode import GradMode, OwnSurrogate
-from .base import BoundOp
+from ..relax import Relaxation, joint_fn, joint_lower, joint_sigma, reset_fn, spike_fn
+from .base import BoundOp, dot_neurons, rounding_pad
+from .registry import register_op
 
 _OWN = OwnSurrogate()
 
@@ -42,6 +45,19 @@ def unsupported_leaky_options(module) -> list[str]:
     return bad
 
 
+def check_heaviside(module: nn.Module, path: str) -> None:
+    """TypeError unless ``module.spike_grad`` is the strict Heaviside in the forward."""
+    probe = torch.tensor([-1.0, -1e-30, 0.0, 1e-30, 1.0])
+    with torch.no_grad():
+        fired = module.spike_grad(probe)
+    if not torch.equal(fired.float(), (probe > 0).float()):
+        raise TypeError(
+            f"snn.{type(module).__name__} at {path!r}: its spike_grad is not a strict Heaviside in "
+            "the forward pass (spike iff U > threshold), which the bounds assume"
+        )
+
+
+@register_op(snn.Leaky, exact=True)
 class LeakyOp(BoundOp):
     """``snn.Leaky`` over a whole sequence.
 
@@ -51,6 +67,14 @@ class LeakyOp(BoundOp):
     """
 
     stateful = True
+
+    @classmethod
+    def from_module(cls, module: nn.Module, path: str) -> LeakyOp:
+        bad = unsupported_leaky_options(module)
+        if bad:
+            raise TypeError(f"snn.Leaky at {path!r} uses unsupported option(s): {', '.join(bad)}")
+        check_heaviside(module, path)
+        return cls(module, path)
 
     @property
     def reset(self) -> str:
@@ -155,3 +179,118 @@ class LeakyOp(BoundOp):
             for seq, v in zip(out, (sl, su, ml, mu), strict=True):
                 seq.append(v)
         return out
+
+    def linear_backward(
+        self, lam_s: Tensor | None, lam_u: Tensor | None, steps: int, mem_l: list[Tensor],
+        mem_u: list[Tensor], rule: str = "scrown", sigma: Tensor | None = None,
+        record: list | None = None, slack: float = 0.0,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """CROWN's rule: back through this layer over steps ``0 .. steps-1``.
+
+        At each step (last to first) everything the membrane ``U_t`` feeds, its
+        spike and the next membrane, ``F(U_t) = Λ_t H(U_t - θ) + λ_{t+1} f(U_t)``,
+        is replaced by ONE lower line (:func:`~snncertify.relax.joint_lower`, slope
+        ``rule`` or α-CROWN's ``sigma`` ``[T, B, M, ...]``); then
+        ``U_t = f(U_{t-1}) + I_t + e_t`` with a rounding term ``|e_t| <= pad_t``.
+
+        Args:
+            lam_s: coefficients on the spikes, ``[steps, B, M, ...]`` or None.
+            lam_u: coefficients on the membranes, ``[steps, B, M, ...]`` or None.
+            mem_l, mem_u: sound membrane bounds, T tensors ``[B, ...]``.
+            record: a list the σ of the slopes used are written to (α-CROWN's start).
+            slack: the rounding slack of the membranes (0 at a point).
+
+        Returns:
+            ``(lam_i, const, mag)``: coefficients on the input currents
+            ``[steps, B, M, ...]``, the constant ``[B, M]`` and the magnitude
+            ``[B, M]`` of the constant terms (for the rounding pad).
+        """
+        beta, thr = self.beta(), self.threshold()
+        ml, mu = mem_l, mem_u
+        ref = lam_s if lam_s is not None else lam_u
+        const = ref.new_zeros(ref.shape[1:3])
+        mag = torch.zeros_like(const)
+        nxt = None  # coefficients on U_{t+1}
+        out = [None] * steps
+        for t in reversed(range(steps)):
+            spk = lam_s[t] if lam_s is not None else None
+            if spk is None and nxt is None:
+                lam = torch.zeros_like(ref[t])
+            elif sigma is None and record is None:
+                lam, c = _joint_line(self.reset, beta, thr, spk, nxt, ml[t], mu[t], rule)
+                const, mag = const + dot_neurons(c, 1), mag + dot_neurons(c.abs(), 1)
+            else:
+                f = joint_fn(self.reset, beta, thr, spk, nxt)
+                lo, hi = ml[t].unsqueeze(1), mu[t].unsqueeze(1)
+                lam, c = joint_lower(f, lo, hi, rule, None if sigma is None else sigma[t])
+                if record is not None:
+                    record[t] = joint_sigma(f, lo, hi, lam)
+                const, mag = const + dot_neurons(c, 1), mag + dot_neurons(c.abs(), 1)
+            if lam_u is not None:
+                lam = lam + lam_u[t]
+            if slack:
+                pad = rounding_pad(ml[t], mu[t], slack)
+                const = const - dot_neurons(lam.abs(), pad.unsqueeze(1))  # rounding term e_t
+            out[t] = lam
+            nxt = lam
+        f0 = _reset_at_zero(self.reset, beta, thr, nxt)  # U_0 = 0: f(0), as the forward does
+        if f0 is not None:
+            term = nxt * f0
+            const, mag = const + dot_neurons(term, 1), mag + dot_neurons(term.abs(), 1)
+        return torch.stack(out), const, mag
+
+
+def _joint_line(reset: str, beta: Tensor, thr: Tensor, spk: Tensor | None, nxt: Tensor | None,
+                lower: Tensor, upper: Tensor, rule: str) -> tuple[Tensor, Tensor]:
+    """:func:`~snncertify.relax.joint_lower` computed where it is needed: stable neurons
+    take F's own piece (a few passes over ``[B, M, ...]``), and only the unstable
+    ones (gathered) get the four-point line. Bounds ``[B, ...]``, coefficients
+    ``[B, M, ...]``; returns ``(slope, intercept)`` ``[B, M, ...]``."""
+    f = reset_fn(reset, beta, thr)
+    shape = lower.shape
+    thr_b = torch.broadcast_to(thr, shape)
+    on = lower > thr_b
+    unstable = (lower <= thr_b) & (upper > thr_b)
+    zero = torch.zeros((), dtype=lower.dtype, device=lower.device)
+    k_s = torch.where(on, f.s2 + zero, f.s1 + zero).unsqueeze(1)
+    k_c = torch.where(on, f.c2 + zero, f.c1 + zero).unsqueeze(1)
+    ref = spk if spk is not None else nxt
+    s = nxt * k_s if nxt is not None else torch.zeros_like(ref)
+    c = nxt * k_c if nxt is not None else torch.zeros_like(ref)
+    if spk is not None:
+        c = c + spk * on.unsqueeze(1)
+    if not bool(unstable.any()):
+        return s, c
+    B, M = ref.shape[:2]
+    b_idx, n_idx = unstable.reshape(B, -1).nonzero(as_tuple=True)
+
+    def pick(v: Tensor | None) -> Tensor | None:  # [B, M, ...] -> [U, M]
+        return None if v is None else v.reshape(B, M, -1)[b_idx, :, n_idx]
+
+    def pick_n(v: Tensor) -> Tensor:  # per-neuron [B, ...] (broadcast) -> [U, 1]
+        return torch.broadcast_to(v, shape).reshape(B, -1)[b_idx, n_idx].unsqueeze(1)
+
+    g_thr, g_beta = pick_n(thr_b), pick_n(beta + zero)
+    gl, gu = pick_n(lower), pick_n(upper)
+    g_spk, g_nxt = pick(spk), pick(nxt)
+    split = None
+    if rule == "split":
+        split = (g_spk, g_nxt, _default_slopes(spike_fn(g_thr), gl, gu),
+                 _default_slopes(reset_fn(reset, g_beta, g_thr), gl, gu))
+    su, cu = joint_lower(joint_fn(reset, g_beta, g_thr, g_spk, g_nxt), gl, gu, rule, None, split)
+    s.view(B, M, -1)[b_idx, :, n_idx] = su
+    c.view(B, M, -1)[b_idx, :, n_idx] = cu
+    return s, c
+
+
+def _default_slopes(f, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """The default (lower, upper) line slopes of a one-variable piece (``relax``)."""
+    rel = Relaxation(f, lower, upper)
+    return rel.default_slope(False), rel.default_slope(True)
+
+
+def _reset_at_zero(reset: str, beta: Tensor, thr: Tensor, like: Tensor) -> Tensor | None:
+    """``f(U_0)`` for ``U_0 = 0``: only subtract reset with θ < 0 gives a non-zero (-θ)."""
+    if reset != "subtract":
+        return None
+    return torch.where(thr < 0, -thr, torch.zeros_like(thr)) + torch.zeros_like(like[0, 0])

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import AffineOp, vjp_backward
+from .registry import register_op
 
 
+@register_op(nn.Linear)
 class LinearOp(AffineOp):
     """``nn.Linear``: ``[N, in_features] -> [N, out_features]``."""
 
@@ -21,6 +23,7 @@ class LinearOp(AffineOp):
         return self.module.bias
 
 
+@register_op(nn.Conv2d)
 class Conv2dOp(AffineOp):
     """``nn.Conv2d`` (any stride, padding, dilation, groups, padding mode).
 

@@ -17,16 +17,27 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import AffineOp
+from .registry import register_op
 
 #: per-channel ``(mean, var)`` of one batch, each ``[C]``
 Stats = tuple[Tensor, Tensor]
 
 
+@register_op(nn.BatchNorm1d, nn.BatchNorm2d)
 class BatchNormOp(AffineOp):
     """``y = (x - mean) / sqrt(var + eps) * w + b`` with fixed statistics for the bounds."""
+
+    @classmethod
+    def from_module(cls, module: nn.Module, path: str) -> BatchNormOp:
+        if module.running_mean is None:
+            raise TypeError(
+                f"{type(module).__name__} at {path!r} has no running statistics "
+                "(track_running_stats=False): its eval-mode function is undefined"
+            )
+        return cls(module, path)
 
     @property
     def per_step(self) -> bool:

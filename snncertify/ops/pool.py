@@ -19,11 +19,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import AffineOp, MonotoneOp, vjp_backward
+from .registry import register_op
 
 
+@register_op(nn.AvgPool2d)
 class AvgPool2dOp(AffineOp):
     """``nn.AvgPool2d``: a linear map with non-negative weights, so ``|A| r = A r``."""
 
@@ -38,11 +40,18 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+@register_op(nn.MaxPool2d)
 class MaxPool2dOp(MonotoneOp):
     """``nn.MaxPool2d``: non-decreasing in every input, so intervals map exactly;
     its linear rule (module docstring) needs the bounds of its input."""
 
     relaxed = True
+
+    @classmethod
+    def from_module(cls, module: nn.Module, path: str) -> MaxPool2dOp:
+        if module.return_indices:
+            raise TypeError(f"MaxPool2d at {path!r}: return_indices=True is not supported")
+        return cls(module, path)
 
     def _geometry(self, height: int, width: int):
         """``(kernel, dilation, stride, pads (left, right, top, bottom), out size)`` with the

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
-from torch import Tensor
+from torch import Tensor, nn
 
 from .base import MonotoneOp
+from .registry import register_op
 
 
+@register_op(nn.Flatten)
 class FlattenOp(MonotoneOp):
     """``nn.Flatten(start_dim >= 1)``: ``[N, d1, d2, ...] -> [N, d1*d2*...]``."""
 
     linear = True
 
+    @classmethod
+    def from_module(cls, module: nn.Module, path: str) -> FlattenOp:
+        if module.start_dim == 0:
+            raise TypeError(f"Flatten at {path!r}: start_dim=0 would merge the batch axis")
+        return cls(module, path)
+
     def backward(self, lam: Tensor, in_shape: tuple[int, ...]) -> Tensor:
         return lam.reshape((lam.shape[0], *in_shape))
 
 
+@register_op(nn.Identity)
 class IdentityOp(MonotoneOp):
     """``nn.Identity``."""
 
@@ -28,6 +37,7 @@ class IdentityOp(MonotoneOp):
         return lam
 
 
+@register_op(nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout)
 class DropoutOp(IdentityOp):
     """``nn.Dropout*``: the module in its current mode in the forward (train mode draws
     a fresh mask at every call, i.e. every time step, as the user's loop does); the

@@ -1,6 +1,6 @@
 """Run the REAL snnTorch network step by step: the ground truth for every check.
 
-Used by the test suite and the benchmarks to compare the wrapper's forward and
+Test-only (not installed): used by the test suite and ``benchmarks/bench_bounds.py`` to compare the wrapper's forward and
 bounds with what snnTorch itself computes, including every Leaky's membrane
 and spikes at every step.
 """
