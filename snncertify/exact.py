@@ -58,7 +58,6 @@ IBP bound (see :class:`ExactTimeoutWarning`); it is never an incumbent.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
@@ -71,208 +70,16 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import Tensor
 
 from .methods import register_method, spec_interval
-from .ops import (
-    AffineOp,
-    BatchNormOp,
-    BoundOp,
-    Conv2dOp,
-    FlattenOp,
-    IdentityOp,
-    LeakyOp,
-    MaxPool2dOp,
-)
+from .milp import Expr, Model, gamma, to_np
 from .readout import readout_bounds
 from .threat import FlipBudget, LinfBall, Threat
 
 DEFAULT_MAX_BINARIES = 5000
 DEFAULT_TIME_LIMIT = 60.0
-#: largest dense ``n_out * n_in`` of one affine op's matrix (built from a basis)
-MAX_AFFINE_ENTRIES = 20_000_000
-_UNIT = 2.0**-24  # float32 unit roundoff
-
-
-def _gamma(k) -> np.ndarray:
-    """Higham's ``γ_k = k u / (1 - k u)`` for float32 (``k`` may be an array)."""
-    ku = np.asarray(k, dtype=np.float64) * _UNIT
-    return ku / (1 - ku)
 
 
 class ExactTimeoutWarning(RuntimeWarning):
     """A MILP solve hit its time limit: the dual bound (or IBP) was used instead."""
-
-
-# --------------------------------------------------------------------------- model
-@dataclass
-class _Expr:
-    """Affine expressions ``A @ vars + c`` of one per-sample tensor, flattened.
-
-    ``A``: csr ``[n, n_vars_at_creation]`` (padded to the model's width on use);
-    ``c``: ``[n]``; ``shape``: the per-sample tensor shape; ``binary``: every
-    value is 0/1 for every feasible assignment (spikes); ``err``: ``[n]`` bound
-    on how far the real float32 network's value can be from the expression
-    evaluated in real arithmetic on the same inputs and spikes (0 = exact).
-    """
-
-    A: sp.csr_matrix
-    c: np.ndarray
-    shape: tuple[int, ...]
-    binary: bool = False
-    err: np.ndarray | None = None
-
-    def error(self) -> np.ndarray:
-        return np.zeros(self.c.size) if self.err is None else self.err
-
-
-class _Model:
-    """Variables, linear rows and the threshold constraints of one sample."""
-
-    def __init__(self, max_binaries: int) -> None:
-        self.lb: list[np.ndarray] = []
-        self.ub: list[np.ndarray] = []
-        self.integer: list[np.ndarray] = []
-        self.n = 0
-        self.n_bin = 0
-        self.max_binaries = max_binaries
-        self.rows: list[tuple[sp.csr_matrix, np.ndarray, np.ndarray]] = []
-        # per free spike: U column, S column, θ, M_lo, M_hi, τ, δ
-        self.thr: list[tuple[np.ndarray, ...]] = []
-
-    def add_vars(self, lb, ub, integer: bool) -> np.ndarray:
-        lb = np.asarray(lb, dtype=np.float64).ravel()
-        ub = np.broadcast_to(np.asarray(ub, dtype=np.float64), lb.shape).copy()
-        k = lb.size
-        cols = np.arange(self.n, self.n + k)
-        self.lb.append(lb)
-        self.ub.append(ub)
-        self.integer.append(np.full(k, 1 if integer else 0, dtype=np.int8))
-        self.n += k
-        if integer:
-            self.n_bin += k
-            if self.n_bin > self.max_binaries:
-                raise ValueError(
-                    f"network too large for the exact verifier: the MILP needs more than "
-                    f"{self.max_binaries} binary variables (max_binaries); use a smaller "
-                    "network, a smaller eps or fewer steps"
-                )
-        return cols
-
-    def pad(self, A: sp.csr_matrix) -> sp.csr_matrix:
-        return sp.csr_matrix((A.data, A.indices, A.indptr), shape=(A.shape[0], self.n))
-
-    def add_rows(self, A: sp.csr_matrix, lo, hi) -> None:
-        n = A.shape[0]
-        if n == 0:
-            return
-        lo = np.broadcast_to(np.asarray(lo, dtype=np.float64), (n,)).copy()
-        hi = np.broadcast_to(np.asarray(hi, dtype=np.float64), (n,)).copy()
-        self.rows.append((A.tocsr(), lo, hi))
-
-    def var_expr(self, cols: np.ndarray, shape: tuple[int, ...], binary: bool = False) -> _Expr:
-        k = len(cols)
-        A = sp.csr_matrix((np.ones(k), (np.arange(k), cols)), shape=(k, self.n))
-        return _Expr(A, np.zeros(k), shape, binary)
-
-    def mixed_expr(self, free: np.ndarray, cols: np.ndarray, const: np.ndarray,
-                   shape: tuple[int, ...], binary: bool) -> _Expr:
-        """Rows ``free`` are the variables ``cols`` (in order), the others ``const``."""
-        n = free.size
-        rows = np.flatnonzero(free)
-        A = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, self.n))
-        return _Expr(A, np.where(free, 0.0, const).astype(np.float64), shape, binary)
-
-    def const_expr(self, c: np.ndarray, shape: tuple[int, ...], binary: bool = False) -> _Expr:
-        c = np.asarray(c, dtype=np.float64).ravel()
-        return _Expr(sp.csr_matrix((c.size, self.n)), c, shape, binary)
-
-    def bounds_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        cat = (lambda v: np.concatenate(v)) if self.lb else (lambda v: np.zeros(0))
-        return cat(self.lb), cat(self.ub), (np.concatenate(self.integer) if self.integer
-                                            else np.zeros(0, dtype=np.int8))
-
-    def expr_bounds(self, e: _Expr) -> tuple[np.ndarray, np.ndarray]:
-        lb, ub, _ = self.bounds_arrays()
-        A = self.pad(e.A)
-        pos, neg = A.maximum(0), A.minimum(0)
-        return pos @ lb + neg @ ub + e.c, pos @ ub + neg @ lb + e.c
-
-    def add_thresholds(self, ucols, scols, theta, mlo, mhi, tau, delta) -> None:
-        self.thr.append((ucols, scols, theta, mlo, mhi, tau, delta))
-
-    def threshold_rows(self, mode: str) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-        """Big-M rows of the strict threshold: ``mode`` ``"outer"`` (band τ) or ``"inner"`` (gap δ).
-
-        on side : ``U - (a + θ - M_lo) S >= M_lo``  (S=1: ``U >= θ + a``)
-        off side: ``U - (M_hi - θ - b) S <= θ + b`` (S=0: ``U <= θ + b``)
-        with ``a = -τ, b = τ`` (outer) or ``a = δ, b = -δ`` (inner).
-        """
-        if not self.thr:
-            return sp.csr_matrix((0, self.n)), np.zeros(0), np.zeros(0)
-        u, s, th, ml, mh, tau, delta = (np.concatenate(v) for v in zip(*self.thr, strict=True))
-        a, b = (-tau, tau) if mode == "outer" else (delta, -delta)
-        k = len(u)
-        r = np.arange(k)
-        on_coef = -np.maximum(a + th - ml, 0.0)
-        off_coef = -np.maximum(mh - th - b, 0.0)
-        rows = np.concatenate([r, r, r + k, r + k])
-        cols = np.concatenate([u, s, u, s])
-        vals = np.concatenate([np.ones(k), on_coef, np.ones(k), off_coef])
-        A = sp.csr_matrix((vals, (rows, cols)), shape=(2 * k, self.n))
-        lo = np.concatenate([ml, np.full(k, -np.inf)])
-        hi = np.concatenate([np.full(k, np.inf), th + b])
-        return A, lo, hi
-
-    def assemble(self, mode: str) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
-        blocks = [self.pad(A) for A, _, _ in self.rows]
-        los = [lo for _, lo, _ in self.rows]
-        his = [hi for _, _, hi in self.rows]
-        At, lt, ht = self.threshold_rows(mode)
-        blocks.append(self.pad(At))
-        los.append(lt)
-        his.append(ht)
-        return sp.vstack(blocks, format="csr"), np.concatenate(los), np.concatenate(his)
-
-
-# ------------------------------------------------------------------ affine maps
-def _affine_matrix(op: BoundOp, in_shape: tuple[int, ...]):
-    """``(M csr [n_out, n_in], bias [n_out], abs_const [n_out], out_shape)`` of a linear op.
-
-    Computed in float64 from the op's float32 parameters. ``abs_const`` bounds
-    the magnitude of the constant terms the float32 op rounds with (``|b|``,
-    and ``|w / sqrt(var + eps) * mean| + |b|`` for batch norm).
-    """
-    n_in = math.prod(in_shape)
-    mod = copy.deepcopy(op.module).double()
-    op64 = type(op)(mod, op.path)
-    with torch.no_grad():
-        zero = op64.forward(torch.zeros((1, *in_shape), dtype=torch.float64))
-        n_out = zero[0].numel()
-        if n_in * n_out > MAX_AFFINE_ENTRIES:
-            raise ValueError(
-                f"{op.name} is too large for the exact verifier ({n_out} x {n_in} matrix)"
-            )
-        basis = torch.eye(n_in, dtype=torch.float64).reshape((n_in, *in_shape))
-        out = op64.forward(basis).reshape(n_in, n_out) - zero.reshape(1, n_out)
-        abs_const = zero.reshape(-1).abs()
-        if isinstance(op, BatchNormOp):
-            for name in ("weight", "bias", "running_mean"):
-                t = getattr(mod, name)
-                if t is not None:
-                    t.data = -t.data.abs() if name == "running_mean" else t.data.abs()
-            abs_const = op64.forward(torch.zeros((1, *in_shape), dtype=torch.float64)).reshape(-1)
-    M = sp.csr_matrix(out.T.numpy())
-    M.eliminate_zeros()
-    return M, zero.reshape(-1).numpy().copy(), abs_const.numpy().copy(), tuple(zero.shape[1:])
-
-
-def _pool_membership(op: MaxPool2dOp, in_shape: tuple[int, ...]):
-    """``(W csr [n_out, n_in] 0/1 window membership, out_shape)`` of a MaxPool2d."""
-    n_in = math.prod(in_shape)
-    with torch.no_grad():
-        basis = torch.eye(n_in, dtype=torch.float64).reshape((n_in, *in_shape))
-        out = op.module(basis)
-    out_shape = tuple(out.shape[1:])
-    W = sp.csr_matrix((out.reshape(n_in, -1).T.numpy() > 0.5).astype(np.float64))
-    return W, out_shape
 
 
 # ---------------------------------------------------------------- the program
@@ -280,8 +87,8 @@ def _pool_membership(op: MaxPool2dOp, in_shape: tuple[int, ...]):
 class _Program:
     """One sample's MILP: model, score expressions and how to read an input back."""
 
-    model: _Model
-    scores: _Expr
+    model: Model
+    scores: Expr
     encoding: str
     input_cols: np.ndarray | None = None  # direct: x' columns (flattened)
     lo: np.ndarray | None = None  # direct / rate: per-pixel bounds of x'
@@ -314,21 +121,17 @@ def _x_bounds(x: Tensor, threat: LinfBall) -> tuple[Tensor, Tensor]:
     return (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
 
 
-def _np(t: Tensor) -> np.ndarray:
-    return t.detach().double().cpu().numpy()
-
-
 def _build(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop, b: int,
            max_binaries: int) -> _Program:
     """Build the MILP of sample ``b`` (``prop``: the batch's IBP propagation)."""
-    model = _Model(max_binaries)
+    model = Model(max_binaries)
     T = bnet.steps_for(x)
     encoding = bnet.encoding
     prog = _Program(model, None, encoding, num_steps=T)  # type: ignore[arg-type]
 
     # ---- inputs: per-step expressions (or one static expression)
     if encoding == "event":
-        frames = _np(x[:, b])  # [T, ...]
+        frames = to_np(x[:, b])  # [T, ...]
         shape = tuple(frames.shape[1:])
         n = math.prod(shape)
         mask = getattr(threat, "mask", None)
@@ -353,7 +156,7 @@ def _build(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop, b: int,
     else:
         assert isinstance(threat, LinfBall)
         lo_t, hi_t = _x_bounds(x, threat)
-        lo, hi = _np(lo_t[b]).ravel(), _np(hi_t[b]).ravel()
+        lo, hi = to_np(lo_t[b]).ravel(), to_np(hi_t[b]).ravel()
         shape = tuple(x.shape[1:])
         prog.lo, prog.hi, prog.in_shape = lo, hi, shape
         if encoding == "direct":
@@ -361,7 +164,7 @@ def _build(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop, b: int,
             prog.input_cols = cols
             static, seq = model.var_expr(cols, shape), None
         else:
-            r = _np(noise[:, b]).reshape(T, -1)
+            r = to_np(noise[:, b]).reshape(T, -1)
             s_lo, s_hi = lo[None] > r, hi[None] > r
             free = s_lo != s_hi
             cols = model.add_vars(np.zeros(int(free.sum())), 1.0, integer=True)
@@ -387,48 +190,22 @@ def _build(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop, b: int,
                                     shape, True) for t in range(T)]
             static = None
 
-    # ---- layers
+    # ---- layers: each op encodes itself (snncertify.milp blocks)
     layer = 0
-    last_mem: list[_Expr] | None = None
+    last_mem: list[Expr] | None = None
     for op in bnet.ops:
-        if isinstance(op, LeakyOp):
+        if op.stateful:
             rec = prop.layers[layer]
             layer += 1
             cur = [static] * T if seq is None else seq
-            seq, last_mem = _leaky(model, op, cur, rec, b, T)
+            seq, last_mem = op.encode_milp_seq(model, cur, rec, b, T)
             static = None
-        elif isinstance(op, MaxPool2dOp):
-            if seq is None:
-                static = _maxpool(model, op, static)
-            else:
-                seq = [_maxpool(model, op, e) for e in seq]
-        elif isinstance(op, (AffineOp, FlattenOp, IdentityOp)):
-            ref = static if seq is None else seq[0]
-            M, bias, abs_const, out_shape = _affine_matrix(op, ref.shape)
-            moves = isinstance(op, (FlattenOp, IdentityOp))  # keeps values: exact, 0/1 stays 0/1
-            absM = abs(M)
-            # float32 dot products of fan-in k, in any summation order:
-            # |fl - exact| <= γ_{k+4} (|M| |z| + |const|); doubled for convolutions,
-            # whose fast algorithms (e.g. Winograd) are not plain sums
-            fan = np.diff(M.indptr) + 4
-            gam = _gamma(2 * fan if isinstance(op, Conv2dOp) else fan)
-
-            def apply(e: _Expr, M=M, bias=bias, out_shape=out_shape, moves=moves,
-                      absM=absM, gam=gam, abs_const=abs_const) -> _Expr:
-                err = absM @ e.error()
-                if not moves:
-                    zl, zu = model.expr_bounds(e)
-                    err = err + gam * (absM @ (np.maximum(np.abs(zl), np.abs(zu)) + e.error())
-                                       + abs_const)
-                return _Expr((M @ e.A).tocsr(), M @ e.c + bias, out_shape, moves and e.binary,
-                             err)
-
+        else:
+            apply = op.milp_map(model, (static if seq is None else seq[0]).shape)
             if seq is None:
                 static = apply(static)
             else:
                 seq = [apply(e) for e in seq]
-        else:
-            raise ValueError(f"the exact verifier does not support {op.name}")
 
     # ---- readout
     outs = last_mem if bnet.readout == "membrane" else seq
@@ -441,148 +218,9 @@ def _build(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop, b: int,
     c = sum(e.c for e in outs) * w
     # float32 readout: the sum over T steps (and the division) round too
     mag = sum(np.maximum(*(np.abs(v) for v in model.expr_bounds(e))) + e.error() for e in outs)
-    err = w * (sum(e.error() for e in outs) + _gamma(T + 1) * mag)
-    prog.scores = _Expr(A.tocsr(), c, outs[0].shape, err=err)
+    err = w * (sum(e.error() for e in outs) + gamma(T + 1) * mag)
+    prog.scores = Expr(A.tocsr(), c, outs[0].shape, err=err)
     return prog
-
-
-def _leaky(model: _Model, op: LeakyOp, cur: list[_Expr], rec, b: int, T: int):
-    """Encode one Leaky layer over all steps; returns (spike exprs, membrane exprs).
-
-    The threshold band ``τ`` of each (neuron, step) bounds the float32 rounding
-    of the membrane: ``τ_t = β τ_{t-1} + err(I_t) + γ_4 (β |U_{t-1}| + |I_t| + |θ|)``
-    (magnitudes from the IBP records), so every float32 trajectory of the real
-    network is feasible in the OUTER model.
-    """
-    shape = cur[0].shape
-    n = math.prod(shape)
-    with torch.no_grad():
-        beta = _np(torch.broadcast_to(op.beta(), shape)).ravel()
-        theta = _np(torch.broadcast_to(op.threshold(), shape)).ravel()
-    ml = _np(rec.mem_l[:, b]).reshape(T, n)
-    mu = _np(rec.mem_u[:, b]).reshape(T, n)
-    sl = _np(rec.spk_l[:, b]).reshape(T, n)
-    su = _np(rec.spk_u[:, b]).reshape(T, n)
-    reset = op.reset
-    u_prev: _Expr | None = None  # U_{t-1} (None: 0 at t = 0)
-    s_prev: _Expr | None = None  # S_{t-1}
-    s_prev_free = np.zeros(n, dtype=bool)
-    s_prev_val = np.zeros(n)
-    u_prev_cols = None
-    s_prev_cols = np.zeros(n, dtype=np.int64)
-    spikes, mems = [], []
-    cmag = np.maximum(np.abs(_np(rec.cur_l[:, b])), np.abs(_np(rec.cur_u[:, b]))).reshape(T, n)
-    tau = np.zeros(n)
-    prev_mag = np.zeros(n)
-    for t in range(T):
-        tau = beta * tau + cur[t].error() + _gamma(4) * (beta * prev_mag + cmag[t] + np.abs(theta))
-        prev_mag = np.maximum(np.abs(ml[t]), np.abs(mu[t])) + tau
-        m_lo, m_hi = ml[t] - tau, mu[t] + tau
-        ucols = model.add_vars(m_lo, m_hi, integer=False)
-        # right-hand side  E = β U_{t-1} (- reset term) + I_t
-        EA = model.pad(cur[t].A)
-        Ec = cur[t].c.copy()
-        if u_prev is not None:
-            if reset == "zero":
-                # Q = R U_{t-1}, R = S_{t-1}: exact big-M product where R is free
-                fixed_on = (~s_prev_free) & (s_prev_val > 0.5)
-                qcols_free = np.flatnonzero(s_prev_free)
-                lbs, ubs, _ = model.bounds_arrays()
-                L, H = lbs[u_prev_cols[qcols_free]], ubs[u_prev_cols[qcols_free]]
-                qc = model.add_vars(np.minimum(L, 0), np.maximum(H, 0), integer=False)
-                k = len(qc)
-                if k:
-                    rc = s_prev_cols[qcols_free]
-                    uc = u_prev_cols[qcols_free]
-                    r = np.arange(k)
-                    rows = np.concatenate([r, r, r + k, r + k, r + 2 * k, r + 2 * k, r + 2 * k,
-                                           r + 3 * k, r + 3 * k, r + 3 * k])
-                    cols = np.concatenate([qc, rc, qc, rc, qc, uc, rc, qc, uc, rc])
-                    vals = np.concatenate([np.ones(k), -H, np.ones(k), -L, np.ones(k),
-                                           -np.ones(k), -L, np.ones(k), -np.ones(k), -H])
-                    A = sp.csr_matrix((vals, (rows, cols)), shape=(4 * k, model.n))
-                    lo = np.concatenate([np.full(k, -np.inf), np.zeros(k), np.full(k, -np.inf), -H])
-                    hi = np.concatenate([np.zeros(k), np.full(k, np.inf), -L, np.full(k, np.inf)])
-                    model.add_rows(A, lo, hi)
-                # β (U_{t-1} - Q)
-                keep = np.where(fixed_on, 0.0, 1.0)
-                Uterm = sp.diags(beta * keep) @ model.pad(u_prev.A)
-                Qrows = np.flatnonzero(s_prev_free)
-                Qm = sp.csr_matrix((-beta[Qrows], (Qrows, qc)), shape=(n, model.n))
-                EA = model.pad(EA.tocsr()) + Uterm + Qm
-                Ec = Ec + beta * keep * u_prev.c
-            else:
-                EA = EA + sp.diags(beta) @ model.pad(u_prev.A)
-                Ec = Ec + beta * u_prev.c
-                if reset == "subtract":
-                    EA = EA - sp.diags(theta) @ model.pad(s_prev.A)
-                    Ec = Ec - theta * s_prev.c
-        # U_t - E = E.c
-        ue = model.var_expr(ucols, shape)
-        ue.err = tau.copy()
-        model.add_rows((ue.A - model.pad(EA)).tocsr(), Ec, Ec)
-        # spikes
-        free = (sl[t] < 0.5) & (su[t] > 0.5)
-        scols = model.add_vars(np.zeros(int(free.sum())), 1.0, integer=True)
-        if free.any():
-            f = np.flatnonzero(free)
-            delta = np.maximum(4 * tau[f], 1e-6 * (1 + np.abs(theta[f])))
-            model.add_thresholds(ucols[f], scols, theta[f], m_lo[f], m_hi[f], tau[f], delta)
-        s_expr = model.mixed_expr(free, scols, sl[t], shape, True)
-        spikes.append(s_expr)
-        mems.append(ue)
-        u_prev, s_prev = ue, s_expr
-        u_prev_cols = ucols
-        s_prev_free, s_prev_val = free, sl[t]
-        s_prev_cols = np.zeros(n, dtype=np.int64)
-        s_prev_cols[free] = scols
-    return spikes, mems
-
-
-def _maxpool(model: _Model, op: MaxPool2dOp, e: _Expr) -> _Expr:
-    """Exact max pooling: OR over binary inputs, else one selection binary per candidate."""
-    W, out_shape = _pool_membership(op, e.shape)
-    n_out = W.shape[0]
-    windows = [W.indices[W.indptr[o]:W.indptr[o + 1]] for o in range(n_out)]
-    Ec = e.c
-    if e.binary:  # y = OR of the members: y >= e_j, y <= sum_j e_j, y in [0, 1]
-        ycols = model.add_vars(np.zeros(n_out), 1.0, integer=False)
-        EA = model.pad(e.A)
-        for o, members in enumerate(windows):
-            k = len(members)
-            y = sp.csr_matrix((np.ones(k), (np.arange(k), np.full(k, ycols[o]))),
-                              shape=(k, model.n))
-            model.add_rows(y - EA[members], Ec[members], np.inf)
-            total = sp.csr_matrix(EA[members].sum(0))
-            model.add_rows(y[:1] - total, -np.inf, Ec[members].sum())
-        return model.var_expr(ycols, out_shape, binary=True)  # spikes: no rounding
-    err = e.error()
-    out_err = np.array([err[m].max() for m in windows])  # max is exact in float
-    lo, hi = model.expr_bounds(e)
-    out_lo = np.array([lo[m].max() for m in windows])
-    out_hi = np.array([hi[m].max() for m in windows])
-    cands = [m[hi[m] >= out_lo[o]] for o, m in enumerate(windows)]  # others never the max
-    ycols = model.add_vars(out_lo, out_hi, integer=False)
-    zcols = [model.add_vars(np.zeros(len(m)), 1.0, integer=True) if len(m) > 1 else None
-             for m in cands]
-    EA = model.pad(e.A)
-    for o, members in enumerate(cands):
-        k = len(members)
-        y = sp.csr_matrix((np.ones(k), (np.arange(k), np.full(k, ycols[o]))), shape=(k, model.n))
-        if k == 1:
-            model.add_rows(y - EA[members], Ec[members], Ec[members])
-            continue
-        z = zcols[o]
-        big = out_hi[o] - lo[members]
-        Z = sp.csr_matrix((big, (np.arange(k), z)), shape=(k, model.n))
-        # y >= e_j ;  y <= e_j + (max hi - lo_j)(1 - z_j) ;  sum_j z_j = 1
-        model.add_rows(y - EA[members], Ec[members], np.inf)
-        model.add_rows(y - EA[members] + Z, -np.inf, Ec[members] + big)
-        model.add_rows(sp.csr_matrix((np.ones(k), (np.zeros(k, dtype=np.int64), z)),
-                                     shape=(1, model.n)), 1.0, 1.0)
-    out = model.var_expr(ycols, out_shape)
-    out.err = out_err
-    return out
 
 
 # ---------------------------------------------------------------------- solving
@@ -594,7 +232,7 @@ class _Solve:
     x: np.ndarray | None
 
 
-def _solve(model: _Model, c: np.ndarray, const: float, mode: str, time_limit: float,
+def _solve(model: Model, c: np.ndarray, const: float, mode: str, time_limit: float,
            fix: np.ndarray | None = None) -> _Solve:
     """Minimise ``c @ v + const`` over the model (``mode``: ``"outer"`` / ``"inner"``)."""
     A, lo, hi = model.assemble(mode)

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from .gradmode import GradMode
-from .ops import BoundOp, IdentityOp, LeakyOp
+from .ops import BoundOp, IdentityOp
 from .ops.base import rounding_pad
 
 Seq = Tensor | list[Tensor]  # [B, ...] when static, else T tensors [B, ...]
@@ -184,5 +184,5 @@ def ends_in_leaky(ops: list[BoundOp]) -> bool:
     """Whether the last op that is not an identity is a Leaky (per-step output = spikes)."""
     for op in reversed(ops):
         if not isinstance(op, IdentityOp):
-            return isinstance(op, LeakyOp)
+            return op.stateful
     return False

@@ -14,8 +14,12 @@ The linear (CROWN) rules live next to these in the same classes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
+
+from ..milp import encode_affine
 
 
 class BoundOp:
@@ -95,6 +99,23 @@ class BoundOp:
         const [N, M], mag [N, M])`` with ``lam · y >= lam_in · x + const``.
         """
         raise NotImplementedError(f"no linear rule for {self.name}")
+
+    # ------------------------------------------------------ MILP (exact verifier)
+    #: the op only moves values (exact in float, 0/1 stays 0/1)
+    moves_values = False
+    #: fan-in multiplier of the float32 rounding bound (2: not a plain sum, e.g. Winograd)
+    milp_fan_factor = 1
+
+    def milp_map(self, model, in_shape: tuple[int, ...]) -> Callable:
+        """The exact verifier's encoding: a map ``Expr -> Expr`` applied at every step
+        (:mod:`snncertify.milp`); linear ops are encoded by their matrix."""
+        if self.linear:
+            return encode_affine(model, self, in_shape, self.moves_values, self.milp_fan_factor)
+        raise ValueError(f"the exact verifier does not support {self.name}")
+
+    def milp_abs_const(self, in_shape: tuple[int, ...]) -> Tensor | None:
+        """Magnitude bound of the constants the float32 op rounds with (None: ``|b|``)."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name})"

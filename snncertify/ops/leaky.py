@@ -14,11 +14,16 @@ snnTorch so that the forward (and the bounds at eps = 0) are bit-identical.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+import scipy.sparse as sp
 import snntorch as snn
 import torch
 from torch import Tensor, nn
 
 from ..gradmode import GradMode, OwnSurrogate
+from ..milp import Expr, Model, gamma, to_np
 from ..relax import Relaxation, joint_fn, joint_lower, joint_sigma, reset_fn, spike_fn
 from .base import BoundOp, dot_neurons, rounding_pad
 from .registry import register_op
@@ -239,6 +244,100 @@ class LeakyOp(BoundOp):
             const, mag = const + dot_neurons(term, 1), mag + dot_neurons(term.abs(), 1)
         return torch.stack(out), const, mag
 
+
+    def encode_milp_seq(self, model: Model, cur: list[Expr], rec, b: int, T: int
+                        ) -> tuple[list[Expr], list[Expr]]:
+        """The exact verifier's encoding of this layer over all steps, for sample ``b``
+        (``rec``: its IBP record); returns (spike exprs, membrane exprs).
+
+        The threshold band ``τ`` of each (neuron, step) bounds the float32 rounding
+        of the membrane: ``τ_t = β τ_{t-1} + err(I_t) + γ_4 (β |U_{t-1}| + |I_t| + |θ|)``
+        (magnitudes from the IBP records), so every float32 trajectory of the real
+        network is feasible in the OUTER model.
+        """
+        shape = cur[0].shape
+        n = math.prod(shape)
+        with torch.no_grad():
+            beta = to_np(torch.broadcast_to(self.beta(), shape)).ravel()
+            theta = to_np(torch.broadcast_to(self.threshold(), shape)).ravel()
+        ml = to_np(rec.mem_l[:, b]).reshape(T, n)
+        mu = to_np(rec.mem_u[:, b]).reshape(T, n)
+        sl = to_np(rec.spk_l[:, b]).reshape(T, n)
+        su = to_np(rec.spk_u[:, b]).reshape(T, n)
+        reset = self.reset
+        u_prev: Expr | None = None  # U_{t-1} (None: 0 at t = 0)
+        s_prev: Expr | None = None  # S_{t-1}
+        s_prev_free = np.zeros(n, dtype=bool)
+        s_prev_val = np.zeros(n)
+        u_prev_cols = None
+        s_prev_cols = np.zeros(n, dtype=np.int64)
+        spikes, mems = [], []
+        cmag = np.maximum(np.abs(to_np(rec.cur_l[:, b])), np.abs(to_np(rec.cur_u[:, b]))).reshape(T, n)
+        tau = np.zeros(n)
+        prev_mag = np.zeros(n)
+        for t in range(T):
+            tau = beta * tau + cur[t].error() + gamma(4) * (beta * prev_mag + cmag[t] + np.abs(theta))
+            prev_mag = np.maximum(np.abs(ml[t]), np.abs(mu[t])) + tau
+            m_lo, m_hi = ml[t] - tau, mu[t] + tau
+            ucols = model.add_vars(m_lo, m_hi, integer=False)
+            # right-hand side  E = β U_{t-1} (- reset term) + I_t
+            EA = model.pad(cur[t].A)
+            Ec = cur[t].c.copy()
+            if u_prev is not None:
+                if reset == "zero":
+                    # Q = R U_{t-1}, R = S_{t-1}: exact big-M product where R is free
+                    fixed_on = (~s_prev_free) & (s_prev_val > 0.5)
+                    qcols_free = np.flatnonzero(s_prev_free)
+                    lbs, ubs, _ = model.bounds_arrays()
+                    L, H = lbs[u_prev_cols[qcols_free]], ubs[u_prev_cols[qcols_free]]
+                    qc = model.add_vars(np.minimum(L, 0), np.maximum(H, 0), integer=False)
+                    k = len(qc)
+                    if k:
+                        rc = s_prev_cols[qcols_free]
+                        uc = u_prev_cols[qcols_free]
+                        r = np.arange(k)
+                        rows = np.concatenate([r, r, r + k, r + k, r + 2 * k, r + 2 * k, r + 2 * k,
+                                               r + 3 * k, r + 3 * k, r + 3 * k])
+                        cols = np.concatenate([qc, rc, qc, rc, qc, uc, rc, qc, uc, rc])
+                        vals = np.concatenate([np.ones(k), -H, np.ones(k), -L, np.ones(k),
+                                               -np.ones(k), -L, np.ones(k), -np.ones(k), -H])
+                        A = sp.csr_matrix((vals, (rows, cols)), shape=(4 * k, model.n))
+                        lo = np.concatenate([np.full(k, -np.inf), np.zeros(k), np.full(k, -np.inf), -H])
+                        hi = np.concatenate([np.zeros(k), np.full(k, np.inf), -L, np.full(k, np.inf)])
+                        model.add_rows(A, lo, hi)
+                    # β (U_{t-1} - Q)
+                    keep = np.where(fixed_on, 0.0, 1.0)
+                    Uterm = sp.diags(beta * keep) @ model.pad(u_prev.A)
+                    Qrows = np.flatnonzero(s_prev_free)
+                    Qm = sp.csr_matrix((-beta[Qrows], (Qrows, qc)), shape=(n, model.n))
+                    EA = model.pad(EA.tocsr()) + Uterm + Qm
+                    Ec = Ec + beta * keep * u_prev.c
+                else:
+                    EA = EA + sp.diags(beta) @ model.pad(u_prev.A)
+                    Ec = Ec + beta * u_prev.c
+                    if reset == "subtract":
+                        EA = EA - sp.diags(theta) @ model.pad(s_prev.A)
+                        Ec = Ec - theta * s_prev.c
+            # U_t - E = E.c
+            ue = model.var_expr(ucols, shape)
+            ue.err = tau.copy()
+            model.add_rows((ue.A - model.pad(EA)).tocsr(), Ec, Ec)
+            # spikes
+            free = (sl[t] < 0.5) & (su[t] > 0.5)
+            scols = model.add_vars(np.zeros(int(free.sum())), 1.0, integer=True)
+            if free.any():
+                f = np.flatnonzero(free)
+                delta = np.maximum(4 * tau[f], 1e-6 * (1 + np.abs(theta[f])))
+                model.add_thresholds(ucols[f], scols, theta[f], m_lo[f], m_hi[f], tau[f], delta)
+            s_expr = model.mixed_expr(free, scols, sl[t], shape, True)
+            spikes.append(s_expr)
+            mems.append(ue)
+            u_prev, s_prev = ue, s_expr
+            u_prev_cols = ucols
+            s_prev_free, s_prev_val = free, sl[t]
+            s_prev_cols = np.zeros(n, dtype=np.int64)
+            s_prev_cols[free] = scols
+        return spikes, mems
 
 def _joint_line(reset: str, beta: Tensor, thr: Tensor, spk: Tensor | None, nxt: Tensor | None,
                 lower: Tensor, upper: Tensor, rule: str) -> tuple[Tensor, Tensor]:

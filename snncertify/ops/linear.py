@@ -30,6 +30,8 @@ class Conv2dOp(AffineOp):
     ``[N, C_in, H, W] -> [N, C_out, H', W']``.
     """
 
+    milp_fan_factor = 2
+
     def abs_linear(self, r: Tensor) -> Tensor:
         return self.module._conv_forward(r, self.module.weight.abs(), None)
 

@@ -15,6 +15,8 @@ Bounds bound ONE fixed affine map per step:
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -29,6 +31,18 @@ Stats = tuple[Tensor, Tensor]
 @register_op(nn.BatchNorm1d, nn.BatchNorm2d)
 class BatchNormOp(AffineOp):
     """``y = (x - mean) / sqrt(var + eps) * w + b`` with fixed statistics for the bounds."""
+
+    def milp_abs_const(self, in_shape: tuple[int, ...]) -> Tensor:
+        """``|w / sqrt(var + eps) * mean| + |b|`` per element, ``[1, *in_shape]``."""
+        mod = copy.deepcopy(self.module)
+        for name in ("weight", "bias", "running_mean"):
+            t = getattr(mod, name)
+            if t is not None:
+                t.data = -t.data.abs() if name == "running_mean" else t.data.abs()
+        p = next(mod.buffers())
+        with torch.no_grad():
+            return type(self)(mod, self.path).forward(
+                torch.zeros((1, *in_shape), dtype=p.dtype, device=p.device))
 
     @classmethod
     def from_module(cls, module: nn.Module, path: str) -> BatchNormOp:

@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..milp import Expr, Model, pool_membership
 from .base import AffineOp, MonotoneOp, vjp_backward
 from .registry import register_op
 
@@ -46,6 +49,10 @@ class MaxPool2dOp(MonotoneOp):
     its linear rule (module docstring) needs the bounds of its input."""
 
     relaxed = True
+
+    def milp_map(self, model: Model, in_shape: tuple[int, ...]):
+        W, out_shape = pool_membership(self, in_shape)
+        return lambda e: encode_max_pool(model, W, out_shape, e)
 
     @classmethod
     def from_module(cls, module: nn.Module, path: str) -> MaxPool2dOp:
@@ -114,3 +121,49 @@ class MaxPool2dOp(MonotoneOp):
         grid = F.fold(cols.reshape(N * M, C * K2, -1), padded, k, dilation=d, stride=s)
         grid = grid[:, :, pads[2]:pads[2] + H, pads[0]:pads[0] + W]
         return grid.reshape(N, M, C, H, W), const, mag
+
+
+def encode_max_pool(model: Model, W: sp.csr_matrix, out_shape: tuple[int, ...], e: Expr) -> Expr:
+    """Exact max pooling (window membership ``W`` csr ``[n_out, n_in]``): OR over binary
+    inputs, else one selection binary per candidate."""
+    n_out = W.shape[0]
+    windows = [W.indices[W.indptr[o]:W.indptr[o + 1]] for o in range(n_out)]
+    Ec = e.c
+    if e.binary:  # y = OR of the members: y >= e_j, y <= sum_j e_j, y in [0, 1]
+        ycols = model.add_vars(np.zeros(n_out), 1.0, integer=False)
+        EA = model.pad(e.A)
+        for o, members in enumerate(windows):
+            k = len(members)
+            y = sp.csr_matrix((np.ones(k), (np.arange(k), np.full(k, ycols[o]))),
+                              shape=(k, model.n))
+            model.add_rows(y - EA[members], Ec[members], np.inf)
+            total = sp.csr_matrix(EA[members].sum(0))
+            model.add_rows(y[:1] - total, -np.inf, Ec[members].sum())
+        return model.var_expr(ycols, out_shape, binary=True)  # spikes: no rounding
+    err = e.error()
+    out_err = np.array([err[m].max() for m in windows])  # max is exact in float
+    lo, hi = model.expr_bounds(e)
+    out_lo = np.array([lo[m].max() for m in windows])
+    out_hi = np.array([hi[m].max() for m in windows])
+    cands = [m[hi[m] >= out_lo[o]] for o, m in enumerate(windows)]  # others never the max
+    ycols = model.add_vars(out_lo, out_hi, integer=False)
+    zcols = [model.add_vars(np.zeros(len(m)), 1.0, integer=True) if len(m) > 1 else None
+             for m in cands]
+    EA = model.pad(e.A)
+    for o, members in enumerate(cands):
+        k = len(members)
+        y = sp.csr_matrix((np.ones(k), (np.arange(k), np.full(k, ycols[o]))), shape=(k, model.n))
+        if k == 1:
+            model.add_rows(y - EA[members], Ec[members], Ec[members])
+            continue
+        z = zcols[o]
+        big = out_hi[o] - lo[members]
+        Z = sp.csr_matrix((big, (np.arange(k), z)), shape=(k, model.n))
+        # y >= e_j ;  y <= e_j + (max hi - lo_j)(1 - z_j) ;  sum_j z_j = 1
+        model.add_rows(y - EA[members], Ec[members], np.inf)
+        model.add_rows(y - EA[members] + Z, -np.inf, Ec[members] + big)
+        model.add_rows(sp.csr_matrix((np.ones(k), (np.zeros(k, dtype=np.int64), z)),
+                                     shape=(1, model.n)), 1.0, 1.0)
+    out = model.var_expr(ycols, out_shape)
+    out.err = out_err
+    return out

@@ -13,6 +13,7 @@ class FlattenOp(MonotoneOp):
     """``nn.Flatten(start_dim >= 1)``: ``[N, d1, d2, ...] -> [N, d1*d2*...]``."""
 
     linear = True
+    moves_values = True
 
     @classmethod
     def from_module(cls, module: nn.Module, path: str) -> FlattenOp:
@@ -29,6 +30,7 @@ class IdentityOp(MonotoneOp):
     """``nn.Identity``."""
 
     linear = True
+    moves_values = True
 
     def forward(self, x: Tensor) -> Tensor:
         return x
