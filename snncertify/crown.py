@@ -87,6 +87,8 @@ class Setup:
         x0: the clean event frames (flip budget) or None.
         threat: the threat model.
         mem_l, mem_u: op index -> per-step membrane bounds, lists of ``[B, ...]``.
+        cur: op index -> bounds ``(lower, upper)`` ``[T, B, ...]`` of each neuron
+            layer's input currents.
         out_pad: per-step output padding ``[T, B, K]`` (None if the net ends in a Leaky).
         inputs: op index -> input bounds of each relaxed op (``Propagation.inputs``).
         slack: rounding slack (0 at a point threat).
@@ -109,6 +111,7 @@ class Setup:
     threat: Threat
     mem_l: dict[int, list[Tensor]]
     mem_u: dict[int, list[Tensor]]
+    cur: dict[int, tuple[Tensor, Tensor]]
     out_pad: Tensor | None
     inputs: dict[int, tuple[Tensor, Tensor]]
     slack: float
@@ -152,9 +155,10 @@ def make_setup(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Prop
     lo, hi, static = enc.encode_interval(bnet.encoding, x, threat, noise)
     sample = tuple(x.shape[2:] if bnet.encoding == "event" else x.shape[1:])
     leaky = [i for i, op in enumerate(ops) if op.stateful]
-    mem_l, mem_u = {}, {}
+    mem_l, mem_u, cur = {}, {}, {}
     for i, rec in zip(leaky, prop.layers, strict=True):
         mem_l[i], mem_u[i] = list(rec.mem_l.unbind(0)), list(rec.mem_u.unbind(0))
+        cur[i] = (rec.cur_l, rec.cur_u)
     slack = 0.0 if threat.is_point() else bnet.slack
     out_pad = None
     if slack and not ends_in_leaky(ops):
@@ -162,7 +166,8 @@ def make_setup(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Prop
     return Setup(
         ops=ops, in_shapes=_in_shapes(ops, sample, x), static=static, first_leaky=leaky[0],
         lo=lo, hi=hi, x0=x if isinstance(threat, FlipBudget) else None, threat=threat,
-        mem_l=mem_l, mem_u=mem_u, out_pad=out_pad, inputs=dict(prop.inputs), slack=slack, num_steps=bnet.steps_for(x),
+        mem_l=mem_l, mem_u=mem_u, cur=cur, out_pad=out_pad, inputs=dict(prop.inputs),
+        slack=slack, num_steps=bnet.steps_for(x),
         batch=bnet.batch_size(x), plan=plan,
     )
 
@@ -175,7 +180,8 @@ def leaky_backward(
     with the setup's membrane bounds, slope rule, α-CROWN σ and rounding slack."""
     return setup.ops[index].linear_backward(
         lam_s, lam_u, steps, setup.mem_l[index], setup.mem_u[index], setup.rule,
-        setup.alpha.get(index), setup.alpha_start.get(index), setup.slack)
+        setup.alpha.get(index), setup.alpha_start.get(index), setup.slack,
+        *setup.cur[index])
 
 
 # ------------------------------------------------------------ linear ops
@@ -414,6 +420,7 @@ def repropagate(setup: Setup) -> Propagation:
     )
     for i, rec in zip(leaky, prop.layers, strict=True):
         setup.mem_l[i], setup.mem_u[i] = list(rec.mem_l.unbind(0)), list(rec.mem_u.unbind(0))
+        setup.cur[i] = (rec.cur_l, rec.cur_u)
     setup.inputs = dict(prop.inputs)
     return prop
 

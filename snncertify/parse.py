@@ -40,5 +40,5 @@ def parse_network(net: nn.Module) -> list[BoundOp]:
 
     walk(net, "")
     if not any(op.stateful for op in ops):
-        raise TypeError("the network has no snn.Leaky layer: nothing spikes")
+        raise TypeError("the network has no snn.Leaky (or snn.Synaptic) layer: nothing spikes")
     return ops

@@ -23,7 +23,8 @@ class NetSpec:
     encoding: str
     readout: str
     num_steps: int
-    extras: tuple[str, ...]  # "bn", "avgpool", "maxpool", "dropout", "nested", "linear_head"
+    extras: tuple[str, ...]  # "bn", "avgpool", "maxpool", "dropout", "nested", "linear_head",
+    # "synaptic" (every other neuron layer, the first included, an snn.Synaptic)
     seed: int
     weight_scale: float
 
@@ -36,13 +37,17 @@ def _param(kind: str, shape: tuple[int, ...], lo: float, hi: float, gen) -> torc
     return lo + (hi - lo) * torch.rand(shape, generator=gen)
 
 
-def leaky(kind_beta: str, kind_thr: str, shape, reset: str, gen, output: bool = False) -> snn.Leaky:
+def leaky(kind_beta: str, kind_thr: str, shape, reset: str, gen, output: bool = False,
+          synaptic: bool = False) -> snn.Leaky | snn.Synaptic:
     beta = _param(kind_beta if kind_beta != "learnable" else "neuron", shape, 0.0, 1.2, gen)
     thr = _param(kind_thr if kind_thr != "learnable" else "neuron", shape, 0.2, 1.2, gen)
-    return snn.Leaky(
-        beta=beta, threshold=thr, init_hidden=True, reset_mechanism=reset, output=output,
-        learn_beta=kind_beta == "learnable", learn_threshold=kind_thr == "learnable",
-    )
+    kw = {"init_hidden": True, "reset_mechanism": reset, "output": output,
+          "learn_beta": kind_beta == "learnable", "learn_threshold": kind_thr == "learnable"}
+    if synaptic:
+        alpha = _param(kind_beta if kind_beta != "learnable" else "neuron", shape, 0.0, 1.2, gen)
+        return snn.Synaptic(alpha=alpha, beta=beta, threshold=thr,
+                            learn_alpha=kind_beta == "learnable", **kw)
+    return snn.Leaky(beta=beta, threshold=thr, **kw)
 
 
 def build(spec: NetSpec) -> tuple[nn.Sequential, tuple[int, ...]]:
@@ -51,6 +56,10 @@ def build(spec: NetSpec) -> tuple[nn.Sequential, tuple[int, ...]]:
     torch.manual_seed(spec.seed)
     layers: list[nn.Module] = []
     n_layers = len(spec.resets)
+
+    def syn(i: int) -> bool:
+        return "synaptic" in spec.extras and i % 2 == 0
+
     if spec.arch == "fc":
         in_shape, width = (10,), 10
         layers.append(nn.Flatten())
@@ -62,7 +71,8 @@ def build(spec: NetSpec) -> tuple[nn.Sequential, tuple[int, ...]]:
                 layers.append(nn.BatchNorm1d(out))
             if "dropout" in spec.extras:
                 layers.append(nn.Dropout(0.3))
-            layers.append(leaky(spec.beta_kind, spec.thr_kind, (out,), reset, gen, output=last))
+            layers.append(leaky(spec.beta_kind, spec.thr_kind, (out,), reset, gen, output=last,
+                                synaptic=syn(i)))
             width = out
     else:
         in_shape, chans, side = (2, 6, 6), 2, 6
@@ -70,7 +80,8 @@ def build(spec: NetSpec) -> tuple[nn.Sequential, tuple[int, ...]]:
             last = i == n_layers - 1
             if last and "linear_head" not in spec.extras:
                 layers += [nn.Flatten(), nn.Linear(chans * side * side, 4)]
-                layers.append(leaky(spec.beta_kind, spec.thr_kind, (4,), reset, gen, output=True))
+                layers.append(leaky(spec.beta_kind, spec.thr_kind, (4,), reset, gen, output=True,
+                                    synaptic=syn(i)))
                 break
             groups = 2 if i == 0 and spec.seed % 2 else 1
             stride = 2 if side > 3 and spec.seed % 3 == 0 else 1
@@ -89,7 +100,8 @@ def build(spec: NetSpec) -> tuple[nn.Sequential, tuple[int, ...]]:
                     pool = nn.MaxPool2d(2)
                 layers.append(pool)
                 side = pool(torch.zeros(1, chans, side, side)).shape[-1]
-            layers.append(leaky(spec.beta_kind, spec.thr_kind, (chans, side, side), reset, gen))
+            layers.append(leaky(spec.beta_kind, spec.thr_kind, (chans, side, side), reset, gen,
+                                synaptic=syn(i)))
         if "linear_head" in spec.extras:
             layers += [nn.Flatten(), nn.Linear(chans * side * side, 4)]
     if "linear_head" in spec.extras and spec.arch == "fc":
@@ -117,7 +129,8 @@ def net_specs(draw, encodings=("direct", "rate", "event"), max_steps: int = 8) -
     n = draw(st.integers(1, 3))
     encoding = draw(st.sampled_from(encodings))
     extras = draw(st.lists(
-        st.sampled_from(["bn", "avgpool", "maxpool", "dropout", "nested", "linear_head"]),
+        st.sampled_from(["bn", "avgpool", "maxpool", "dropout", "nested", "linear_head",
+                         "synaptic"]),
         max_size=3, unique=True,
     ))
     readout = draw(st.sampled_from(["rate", "count", "membrane"]))

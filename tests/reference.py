@@ -11,16 +11,20 @@ import snntorch as snn
 import torch
 from torch import Tensor, nn
 
+NEURONS = (snn.Leaky, snn.Synaptic)
+
 
 def reset_leaky_states(net: nn.Module) -> None:
-    """Zero the state of every ``snn.Leaky`` inside ``net`` (and only those).
+    """Zero the state of every ``snn.Leaky`` / ``snn.Synaptic`` inside ``net`` (and only those).
 
     ``snntorch.utils.reset`` resets every Leaky ever built, and only direct
     children: never use it on a single network.
     """
     for m in net.modules():
-        if isinstance(m, snn.Leaky):
+        if isinstance(m, NEURONS):
             m.mem = torch.zeros(1, device=m.threshold.device)
+            if isinstance(m, snn.Synaptic):
+                m.syn = torch.zeros(1, device=m.threshold.device)
 
 
 @torch.no_grad()
@@ -36,7 +40,7 @@ def run_snntorch(net: nn.Sequential, frames: Tensor) -> tuple[Tensor, dict[str, 
     records: dict[str, tuple[list, list]] = {}
     hooks = []
     for name, m in net.named_modules():
-        if isinstance(m, snn.Leaky):
+        if isinstance(m, NEURONS):
             records[name] = ([], [])
 
             def hook(mod, _inp, out, rec=records[name]):

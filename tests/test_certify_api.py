@@ -159,8 +159,14 @@ def test_unsupported_module_named_with_position():
         certify(nn.Sequential(nn.Linear(4, 2)), 3)
     with pytest.raises(TypeError, match="graded_spikes_factor"):
         certify(nn.Sequential(nn.Linear(4, 2), snn.Leaky(beta=0.5, graded_spikes_factor=2.0)), 3)
-    with pytest.raises(TypeError, match="Synaptic at position '1'"):
-        certify(nn.Sequential(nn.Linear(4, 2), snn.Synaptic(alpha=0.5, beta=0.5)), 3)
+    with pytest.raises(TypeError, match="RLeaky at position '1'"):
+        certify(nn.Sequential(nn.Linear(4, 2), snn.RLeaky(beta=0.5, linear_features=2)), 3)
+
+    class MyLeaky(snn.Leaky):  # may change the dynamics: only the exact type is bounded
+        pass
+
+    with pytest.raises(TypeError, match="MyLeaky at position '1'"):
+        certify(nn.Sequential(nn.Linear(4, 2), MyLeaky(beta=0.5, init_hidden=True)), 3)
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from .norm import BatchNormOp
 from .pool import AvgPool2dOp, MaxPool2dOp
 from .registry import op_for, register_op, supported_names
 from .shape import DropoutOp, FlattenOp, IdentityOp
+from .synaptic import SynapticOp
 
 __all__ = [
     "AffineOp",
@@ -21,6 +22,7 @@ __all__ = [
     "LinearOp",
     "MaxPool2dOp",
     "MonotoneOp",
+    "SynapticOp",
     "op_for",
     "register_op",
     "supported_names",

@@ -77,7 +77,8 @@ class LeakyOp(BoundOp):
     def from_module(cls, module: nn.Module, path: str) -> LeakyOp:
         bad = unsupported_leaky_options(module)
         if bad:
-            raise TypeError(f"snn.Leaky at {path!r} uses unsupported option(s): {', '.join(bad)}")
+            raise TypeError(f"snn.{type(module).__name__} at {path!r} uses unsupported "
+                            f"option(s): {', '.join(bad)}")
         check_heaviside(module, path)
         return cls(module, path)
 
@@ -188,7 +189,8 @@ class LeakyOp(BoundOp):
     def linear_backward(
         self, lam_s: Tensor | None, lam_u: Tensor | None, steps: int, mem_l: list[Tensor],
         mem_u: list[Tensor], rule: str = "scrown", sigma: Tensor | None = None,
-        record: list | None = None, slack: float = 0.0,
+        record: list | None = None, slack: float = 0.0, cur_l: Tensor | None = None,
+        cur_u: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         """CROWN's rule: back through this layer over steps ``0 .. steps-1``.
 
@@ -204,6 +206,8 @@ class LeakyOp(BoundOp):
             mem_l, mem_u: sound membrane bounds, T tensors ``[B, ...]``.
             record: a list the σ of the slopes used are written to (α-CROWN's start).
             slack: the rounding slack of the membranes (0 at a point).
+            cur_l, cur_u: bounds of the input currents ``[T, B, ...]`` (unused here;
+                neurons with more state need them).
 
         Returns:
             ``(lam_i, const, mag)``: coefficients on the input currents
@@ -245,15 +249,16 @@ class LeakyOp(BoundOp):
         return torch.stack(out), const, mag
 
 
-    def encode_milp_seq(self, model: Model, cur: list[Expr], rec, b: int, T: int
-                        ) -> tuple[list[Expr], list[Expr]]:
+    def encode_milp_seq(self, model: Model, cur: list[Expr], rec, b: int, T: int,
+                        cmag: np.ndarray | None = None) -> tuple[list[Expr], list[Expr]]:
         """The exact verifier's encoding of this layer over all steps, for sample ``b``
         (``rec``: its IBP record); returns (spike exprs, membrane exprs).
 
         The threshold band ``τ`` of each (neuron, step) bounds the float32 rounding
         of the membrane: ``τ_t = β τ_{t-1} + err(I_t) + γ_4 (β |U_{t-1}| + |I_t| + |θ|)``
         (magnitudes from the IBP records), so every float32 trajectory of the real
-        network is feasible in the OUTER model.
+        network is feasible in the OUTER model. ``cmag`` ``[T, n]``: bounds of ``|I_t|``
+        (default: from the record's input currents).
         """
         shape = cur[0].shape
         n = math.prod(shape)
@@ -272,7 +277,9 @@ class LeakyOp(BoundOp):
         u_prev_cols = None
         s_prev_cols = np.zeros(n, dtype=np.int64)
         spikes, mems = [], []
-        cmag = np.maximum(np.abs(to_np(rec.cur_l[:, b])), np.abs(to_np(rec.cur_u[:, b]))).reshape(T, n)
+        if cmag is None:
+            cmag = np.maximum(np.abs(to_np(rec.cur_l[:, b])),
+                              np.abs(to_np(rec.cur_u[:, b]))).reshape(T, n)
         tau = np.zeros(n)
         prev_mag = np.zeros(n)
         for t in range(T):

@@ -1,0 +1,307 @@
+"""``snn.Synaptic``: a Leaky neuron behind a first-order synaptic current.
+
+Per step t (elementwise, ``syn_0 = U_0 = 0``), exactly as ``snn.Synaptic.forward``
+computes (snnTorch 1.0, float operations in the same order):
+
+    R_t   = H(U_{t-1} - θ)                      (reset from the PREVIOUS membrane)
+    syn_t = α syn_{t-1} + I_t
+    m_t   = β U_{t-1} + syn_t                   (the membrane before the reset)
+    subtract: U_t = m_t - R_t θ
+    zero:     U_t = m_t - R_t m_t               (the WHOLE membrane, input included;
+                                                 unlike Leaky, whose zero reset keeps I_t)
+    none:     U_t = m_t
+    S_t = H(U_t - θ)
+
+with α, β clamped to [0, 1]. ``syn`` is a linear filter of the input, so every
+rule is the Leaky rule on the filtered current ``syn_t``, except the zero reset,
+where ``U_t`` is ``m_t`` or 0: its interval is ``[min(0, m_l), max(0, m_u')]``
+(``m_u'`` with ``U_{t-1} <= θ`` when the reset is uncertain), its linear rule
+the chords of ``min(m, 0)`` / ``max(m, 0)`` over the bounds of ``m`` (both
+hold whichever of the two values ``U_t`` takes), and its MILP encoding the
+exact big-M product ``Q = R_t m_t``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import snntorch as snn
+import torch
+from torch import Tensor, nn
+
+from ..gradmode import GradMode
+from ..milp import Expr, Model, gamma, to_np
+from ..relax import joint_fn, joint_lower, joint_sigma
+from .base import dot_neurons, rounding_pad
+from .leaky import _OWN, LeakyOp, _joint_line
+from .registry import register_op
+
+
+@register_op(snn.Synaptic, exact=True)
+class SynapticOp(LeakyOp):
+    """``snn.Synaptic`` over a whole sequence: currents ``[T, B, ...]`` -> spikes ``[T, B, ...]``.
+
+    Options are checked as for ``snn.Leaky`` (module docstring of ``leaky.py``);
+    ``alpha`` and ``beta`` may be scalars or per-neuron tensors.
+    """
+
+    def alpha(self) -> Tensor:
+        return self.module.alpha.clamp(0, 1)
+
+    def synaptic(self, cur: list[Tensor]) -> list[Tensor]:
+        """``syn_t = α syn_{t-1} + I_t`` for T currents ``[B, ...]``."""
+        a = self.alpha()
+        syn, out = torch.zeros_like(cur[0]), []
+        for c in cur:
+            syn = a * syn + c
+            out.append(syn)
+        return out
+
+    def synaptic_bounds(self, cur_l: list[Tensor], cur_u: list[Tensor]):
+        """Interval of ``syn_t`` (exact per step: α >= 0), T tensors ``[B, ...]`` each."""
+        return self.synaptic(list(cur_l)), self.synaptic(list(cur_u))
+
+    # ---------------------------------------------------------------- forward
+    def forward_seq(self, cur: list[Tensor], grad: GradMode | None = None):
+        syn = self.synaptic(cur)
+        if self.reset != "zero":
+            return super().forward_seq(syn, grad)
+        mode = grad or _OWN
+        beta, thr = self.beta(), self.threshold()
+        mem = torch.zeros_like(cur[0])
+        spikes, mems = [], []
+        spk = mode.spike(self, mem - thr)
+        for t in range(len(cur)):
+            reset = mode.reset(self, spk)
+            m = beta * mem + syn[t]
+            mem = m - m * reset
+            spk = mode.spike(self, mem - thr)
+            spikes.append(spk)
+            mems.append(mem)
+        return mode.finish(self, syn, spikes), torch.stack(mems)
+
+    # -------------------------------------------------------------- intervals
+    def interval_seq(self, cur_l, cur_u, slack: float = 0.0, mem_bounds=None):
+        syn_l, syn_u = self.synaptic_bounds(cur_l, cur_u)
+        if self.reset != "zero":
+            return super().interval_seq(syn_l, syn_u, slack, mem_bounds)
+        beta, thr = self.beta(), self.threshold()
+        ml = mu = torch.zeros_like(syn_l[0])
+        rl = ru = self.spike(ml).detach()
+        out = ([], [], [], [])
+        for t in range(len(syn_l)):
+            base_l = beta * ml + syn_l[t]
+            base_u = beta * mu + syn_u[t]
+            below_u = beta * torch.minimum(mu, thr + torch.zeros_like(mu)) + syn_u[t]
+            zero = torch.zeros_like(base_l)
+            lo = torch.where(rl > 0, zero, torch.where(ru > 0, torch.minimum(base_l, zero), base_l))
+            hi = torch.where(rl > 0, zero, torch.where(ru > 0, torch.maximum(below_u, zero), base_u))
+            if slack:
+                mag = torch.maximum(hi, -lo).add_(1)
+                lo, hi = torch.add(lo, mag, alpha=-slack), torch.add(hi, mag, alpha=slack)
+            if mem_bounds is not None:
+                lo, hi = torch.maximum(lo, mem_bounds[0][t]), torch.minimum(hi, mem_bounds[1][t])
+            ml, mu = lo, hi
+            sl, su = self.spike(ml), self.spike(mu)
+            rl, ru = sl.detach(), su.detach()
+            for seq, v in zip(out, (sl, su, ml, mu), strict=True):
+                seq.append(v)
+        return out
+
+    # ------------------------------------------------------------ linear rule
+    def linear_backward(self, lam_s, lam_u, steps, mem_l, mem_u, rule="scrown", sigma=None,
+                        record=None, slack=0.0, cur_l=None, cur_u=None):
+        """CROWN's rule (see :meth:`LeakyOp.linear_backward`): the membrane rule gives
+        coefficients on ``syn_t``, which the filter turns into coefficients on ``I_t``
+        (``g_t = c_t + α g_{t+1}``). ``cur_l, cur_u``: bounds of the input currents
+        ``[T, B, ...]`` (needed by the zero reset)."""
+        if self.reset != "zero":
+            lam_syn, const, mag = super().linear_backward(
+                lam_s, lam_u, steps, mem_l, mem_u, rule, sigma, record, slack)
+        else:
+            lam_syn, const, mag = self._zero_backward(
+                lam_s, lam_u, steps, mem_l, mem_u, rule, sigma, record, slack, cur_l, cur_u)
+        a = self.alpha()
+        out, g = [None] * steps, None
+        for t in reversed(range(steps)):
+            g = lam_syn[t] if g is None else lam_syn[t] + a * g
+            out[t] = g
+        return torch.stack(out), const, mag
+
+    def _zero_backward(self, lam_s, lam_u, steps, ml, mu, rule, sigma, record, slack,
+                       cur_l, cur_u):
+        """Coefficients on ``syn_t`` under the zero reset (module docstring)."""
+        beta, thr = self.beta(), self.threshold()
+        syn_l, syn_u = self.synaptic_bounds(list(cur_l[:steps]), list(cur_u[:steps]))
+        ref = lam_s if lam_s is not None else lam_u
+        const = ref.new_zeros(ref.shape[1:3])
+        mag = torch.zeros_like(const)
+        nxt = None  # coefficients on m_{t+1} (times β: on U_t)
+        out = [None] * steps
+        for t in reversed(range(steps)):
+            spk = lam_s[t] if lam_s is not None else None
+            if spk is None and nxt is None:
+                lam = torch.zeros_like(ref[t])
+            elif sigma is None and record is None:
+                lam, c = _joint_line("none", beta, thr, spk, nxt, ml[t], mu[t], rule)
+                const, mag = const + dot_neurons(c, 1), mag + dot_neurons(c.abs(), 1)
+            else:
+                f = joint_fn("none", beta, thr, spk, nxt)
+                lo, hi = ml[t].unsqueeze(1), mu[t].unsqueeze(1)
+                lam, c = joint_lower(f, lo, hi, rule, None if sigma is None else sigma[t])
+                if record is not None:
+                    record[t] = joint_sigma(f, lo, hi, lam)
+                const, mag = const + dot_neurons(c, 1), mag + dot_neurons(c.abs(), 1)
+            if lam_u is not None:
+                lam = lam + lam_u[t]
+            if slack:
+                pad = rounding_pad(ml[t], mu[t], slack)
+                const = const - dot_neurons(lam.abs(), pad.unsqueeze(1))
+            # U_t is m_t or 0, m_t = β U_{t-1} + syn_t: a line in m_t
+            prev_l = ml[t - 1] if t else torch.zeros_like(ml[0])
+            prev_u = mu[t - 1] if t else torch.zeros_like(mu[0])
+            nxt, c, m = _zero_reset_line(lam, beta, thr, prev_l, prev_u, syn_l[t], syn_u[t])
+            const, mag = const + c, mag + m
+            out[t] = nxt
+        return torch.stack(out), const, mag
+
+    # ------------------------------------------------------------------- MILP
+    def encode_milp_seq(self, model: Model, cur: list[Expr], rec, b: int, T: int,
+                        cmag: np.ndarray | None = None) -> tuple[list[Expr], list[Expr]]:
+        """The exact verifier's encoding: ``syn_t`` as expressions (rounding tracked),
+        then the Leaky encoding on them, or for the zero reset ``U_t = m_t - Q_t``
+        with ``Q_t = R_t m_t`` as an exact big-M product."""
+        shape = cur[0].shape
+        n = math.prod(shape)
+        with torch.no_grad():
+            alpha = to_np(torch.broadcast_to(self.alpha(), shape)).ravel()
+            cl = [to_np(v) for v in self.synaptic(list(rec.cur_l[:, b:b + 1].unbind(0)))]
+            cu = [to_np(v) for v in self.synaptic(list(rec.cur_u[:, b:b + 1].unbind(0)))]
+        smag = np.stack([np.maximum(np.abs(lo), np.abs(hi)).ravel() for lo, hi in zip(cl, cu,
+                                                                                      strict=True)])
+        syn, prev, err = [], None, np.zeros(n)
+        imag = np.maximum(np.abs(to_np(rec.cur_l[:, b])), np.abs(to_np(rec.cur_u[:, b])))
+        imag = imag.reshape(T, n)
+        for t in range(T):
+            e = cur[t]
+            if prev is None:
+                A, c = model.pad(e.A), e.c.copy()
+                err = e.error().copy()
+            else:
+                A = sp.diags(alpha) @ model.pad(prev.A) + model.pad(e.A)
+                c = alpha * prev.c + e.c
+                smag_prev = smag[t - 1]
+                err = alpha * err + e.error() + gamma(2) * (alpha * (smag_prev + err) + imag[t])
+            prev = Expr(A.tocsr(), c, shape, False, err.copy())
+            syn.append(prev)
+        if self.reset != "zero":
+            return super().encode_milp_seq(model, syn, rec, b, T, cmag=smag)
+        return self._encode_zero(model, syn, rec, b, T, smag)
+
+    def _encode_zero(self, model: Model, syn: list[Expr], rec, b: int, T: int,
+                     smag: np.ndarray) -> tuple[list[Expr], list[Expr]]:
+        shape = syn[0].shape
+        n = math.prod(shape)
+        with torch.no_grad():
+            beta = to_np(torch.broadcast_to(self.beta(), shape)).ravel()
+            theta = to_np(torch.broadcast_to(self.threshold(), shape)).ravel()
+        ml = to_np(rec.mem_l[:, b]).reshape(T, n)
+        mu = to_np(rec.mem_u[:, b]).reshape(T, n)
+        sl = to_np(rec.spk_l[:, b]).reshape(T, n)
+        su = to_np(rec.spk_u[:, b]).reshape(T, n)
+        u_prev: Expr | None = None
+        r_free = np.zeros(n, dtype=bool)  # R_t free (a binary), else fixed to r_val
+        r_val = (-theta > 0).astype(np.float64)  # R_0 = H(0 - θ)
+        r_cols = np.zeros(n, dtype=np.int64)
+        spikes, mems = [], []
+        tau, prev_mag = np.zeros(n), np.zeros(n)
+        for t in range(T):
+            # m = β U_{t-1} + syn_t, then U = m - R m (exact 0 or m in float)
+            tau = beta * tau + syn[t].error() + gamma(4) * (beta * prev_mag + smag[t])
+            prev_mag = np.maximum(np.abs(ml[t]), np.abs(mu[t])) + tau
+            MA, Mc = model.pad(syn[t].A), syn[t].c.copy()
+            if u_prev is not None:
+                MA = MA + sp.diags(beta) @ model.pad(u_prev.A)
+                Mc = Mc + beta * u_prev.c
+            m_expr = Expr(MA.tocsr(), Mc, shape)
+            m_lo, m_hi = model.expr_bounds(m_expr)
+            m_lo, m_hi = m_lo - tau, m_hi + tau
+            mcols = model.add_vars(m_lo, m_hi, integer=False)
+            model.add_rows((model.var_expr(mcols, shape).A - model.pad(MA)).tocsr(), Mc, Mc)
+            u_lo, u_hi = ml[t] - tau, mu[t] + tau
+            ucols = model.add_vars(u_lo, u_hi, integer=False)
+            # U - m + Q = 0, Q = R m; R fixed: Q = r m
+            free_idx = np.flatnonzero(r_free)
+            k = len(free_idx)
+            qc = model.add_vars(np.minimum(m_lo[free_idx], 0), np.maximum(m_hi[free_idx], 0),
+                                integer=False)
+            keep = np.where(~r_free & (r_val > 0.5), 0.0, 1.0)  # fixed R = 1: U = 0
+            rows_u = np.arange(n)
+            A = sp.csr_matrix((np.ones(n), (rows_u, ucols)), shape=(n, model.n))
+            A = A - sp.csr_matrix((keep, (rows_u, mcols)), shape=(n, model.n))
+            if k:
+                A = A + sp.csr_matrix((np.ones(k), (free_idx, qc)), shape=(n, model.n))
+                L, H = m_lo[free_idx], m_hi[free_idx]
+                rc, mc, r = r_cols[free_idx], mcols[free_idx], np.arange(k)
+                rows = np.concatenate([r, r, r + k, r + k, r + 2 * k, r + 2 * k, r + 2 * k,
+                                       r + 3 * k, r + 3 * k, r + 3 * k])
+                cols = np.concatenate([qc, rc, qc, rc, qc, mc, rc, qc, mc, rc])
+                vals = np.concatenate([np.ones(k), -H, np.ones(k), -L, np.ones(k),
+                                       -np.ones(k), -L, np.ones(k), -np.ones(k), -H])
+                QA = sp.csr_matrix((vals, (rows, cols)), shape=(4 * k, model.n))
+                lo = np.concatenate([np.full(k, -np.inf), np.zeros(k), np.full(k, -np.inf), -H])
+                hi = np.concatenate([np.zeros(k), np.full(k, np.inf), -L, np.full(k, np.inf)])
+                model.add_rows(QA, lo, hi)
+            model.add_rows(A.tocsr(), 0.0, 0.0)
+            ue = model.var_expr(ucols, shape)
+            ue.err = tau.copy()
+            free = (sl[t] < 0.5) & (su[t] > 0.5)
+            scols = model.add_vars(np.zeros(int(free.sum())), 1.0, integer=True)
+            if free.any():
+                f = np.flatnonzero(free)
+                delta = np.maximum(4 * tau[f], 1e-6 * (1 + np.abs(theta[f])))
+                model.add_thresholds(ucols[f], scols, theta[f], u_lo[f], u_hi[f], tau[f], delta)
+            spikes.append(model.mixed_expr(free, scols, sl[t], shape, True))
+            mems.append(ue)
+            u_prev = ue
+            r_free, r_val = free, sl[t]
+            r_cols = np.zeros(n, dtype=np.int64)
+            r_cols[free] = scols
+        return spikes, mems
+
+    @classmethod
+    def from_module(cls, module: nn.Module, path: str) -> SynapticOp:
+        return super().from_module(module, path)
+
+
+def _zero_reset_line(lam: Tensor, beta: Tensor, thr: Tensor, prev_l: Tensor, prev_u: Tensor,
+                     syn_l: Tensor, syn_u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Lower bound of ``lam · U_t`` with ``U_t = (1 - R_t) m_t``, ``R_t = H(U_{t-1} - θ)``,
+    ``m_t = β U_{t-1} + syn_t``: ``(coefficients on m_t, const [B, M], mag [B, M])``.
+
+    Reset certainly off: ``U_t = m_t``; certainly on: ``U_t = 0``; else ``U_t`` is
+    ``m_t`` or 0, so ``min(m, 0) <= U_t <= max(m, 0)``, each bounded by its chord
+    over ``[m_l, m_u]`` (a concave function lies above its chord, a convex one
+    below): the lower chord where ``lam >= 0``, the upper one elsewhere.
+    """
+    thr_b = thr + torch.zeros_like(prev_l)
+    off, on = prev_u <= thr_b, prev_l > thr_b
+    m_l, m_u = (beta * prev_l + syn_l).unsqueeze(1), (beta * prev_u + syn_u).unsqueeze(1)
+    width = (m_u - m_l).clamp(min=1e-12)
+
+    def chord(g_l: Tensor, g_u: Tensor) -> tuple[Tensor, Tensor]:
+        s = torch.where(m_u > m_l, (g_u - g_l) / width, torch.zeros_like(width))
+        return s, g_l - s * m_l
+
+    s_lo, c_lo = chord(m_l.clamp(max=0), m_u.clamp(max=0))  # chord of min(m, 0)
+    s_up, c_up = chord(m_l.clamp(min=0), m_u.clamp(min=0))  # chord of max(m, 0)
+    pos = lam >= 0
+    s = torch.where(pos, s_lo, s_up)
+    c = torch.where(pos, c_lo, c_up)
+    off1, on1 = off.unsqueeze(1), on.unsqueeze(1)
+    s = torch.where(off1, torch.ones_like(s), torch.where(on1, torch.zeros_like(s), s))
+    c = torch.where(off1 | on1, torch.zeros_like(c), c)
+    term = lam * c
+    return lam * s, dot_neurons(term, 1), dot_neurons(term.abs(), 1)
