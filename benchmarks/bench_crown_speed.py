@@ -1,20 +1,26 @@
 """Speed of the linear bound methods relative to S-IBP, on CPU.
 
-Networks (random weights, zero reset, beta = threshold = 0.25, T = 10):
+Networks (zero reset, beta = threshold = 0.25, T = 10):
 
 * FC:   784-512-256-10 (the paper's MNIST FC);
 * CONV: conv 64 stride 2, conv 128 stride 2, fc 256, fc 10.
 
-Prints, per network: IBP and crown-ibp time for margin bounds of a batch
-(no grad, and forward + backward as in certified training), their ratio, and
-the time per sample of crown and alpha-crown on a smaller batch.
+Weights are random (seeded) unless ``--fc-zoo NAME`` loads a zoo entry for the
+FC (e.g. ``mnist-fc-ibp``: a certified-trained net, whose neurons are mostly
+stable, as in certified training); inputs are uniform noise unless
+``--data-root`` gives MNIST (the first test images). Prints, per network: IBP
+and crown-ibp time for margin bounds of a batch (no grad, and forward +
+backward as in certified training), their ratio (medians of ``--repeats``
+runs), and the time per sample of crown and alpha-crown on a smaller batch.
 
     python benchmarks/bench_crown_speed.py [--batch 256] [--small 2] [--eps 0.02]
+        [--fc-zoo mnist-fc-ibp --data-root ../shared/data] [--repeats 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import snntorch as snn
@@ -47,17 +53,29 @@ def conv_net() -> nn.Sequential:
 
 
 def timed(fn, repeats: int = 1) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
+    """Median seconds of ``repeats`` calls after a warm-up."""
+    fn()
+    times = []
     for _ in range(repeats):
+        start = time.perf_counter()
         fn()
-    return (time.perf_counter() - start) / repeats
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def inputs(args) -> torch.Tensor:
+    if args.data_root is None:
+        return torch.rand(args.batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    from torchvision.datasets import MNIST
+
+    data = MNIST(args.data_root, train=False, download=False).data[: args.batch]
+    return data.float().div(255).unsqueeze(1)
 
 
 def bench(name: str, net: nn.Sequential, args) -> None:
     torch.manual_seed(0)
     bnet = certify(net, args.steps, encoding=args.encoding)
-    x = torch.rand(args.batch, 1, 28, 28)
+    x = inputs(args)
     y = bnet(x).argmax(1)
 
     def margins(method: str, grad: bool):
@@ -117,10 +135,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--nets", default="fc,conv")
+    parser.add_argument("--fc-zoo", default=None, help="zoo entry for the FC's weights")
+    parser.add_argument("--data-root", default=None, help="MNIST (torchvision layout) for inputs")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    nets = {"FC 784-512-256-10": fc_net, "CONV c64s2-c128s2-fc256-10": conv_net}
+    if args.fc_zoo:
+        import zoo
+
+        def fc_trained() -> nn.Sequential:
+            return zoo.load(args.fc_zoo)
+
+        nets = {f"FC 784-512-256-10 ({args.fc_zoo})": fc_trained,
+                "CONV c64s2-c128s2-fc256-10": conv_net}
+    else:
+        nets = {"FC 784-512-256-10": fc_net, "CONV c64s2-c128s2-fc256-10": conv_net}
     for name, make in nets.items():
         if name.split()[0].lower() in args.nets.split(","):
             bench(name, make(), args)

@@ -120,37 +120,45 @@ class Plan:
         return row_chunk(self.per_row, batch, rows, self.budget)
 
 
+#: bytes of a call that no model counts (thread pools, allocator slack, small tensors)
+FIXED_OVERHEAD = 64 * 2**20
+
+
 def plan_chunks(method: str, cost: CostModel, batch: int, rows: int, budget: int,
                 graph: bool) -> Plan:
     """The largest chunks that fit ``budget`` (bytes).
 
     Whole rows are preferred over large batch chunks: the batch is split first,
-    then (at one sample per chunk) the spec rows.
+    then (at one sample per chunk) the spec rows. When a graph is recorded, what
+    autograd keeps for the whole batch is reserved first and chunks share the rest;
+    :data:`FIXED_OVERHEAD` is reserved always.
 
     Raises:
         MemoryBudgetError: one sample with one spec row does not fit, or the
             graph autograd keeps for the whole batch does not.
     """
+    avail = budget - FIXED_OVERHEAD
+    one_row = cost.per_sample + cost.per_row
     if graph:
         kept = batch * cost.kept_per_sample
-        if kept > budget:
+        if kept + one_row > avail:
             raise MemoryBudgetError(
                 f"method {method!r} would keep about {fmt_bytes(kept)} for autograd on a batch "
                 f"of {batch} (budget {fmt_bytes(budget)}): call it under torch.no_grad() when "
                 "no gradient is needed, or use a smaller batch, method='ibp', or a larger "
                 "memory_budget")
-    one_row = cost.per_sample + cost.per_row
-    if one_row > budget:
+        avail -= kept
+    if one_row > avail:
         raise MemoryBudgetError(
-            f"method {method!r} needs about {fmt_bytes(one_row)} for a single sample and spec "
-            f"row (budget {fmt_bytes(budget)}): use a cheaper method ('ibp' or 'crown-ibp') "
-            "or a larger memory_budget")
+            f"method {method!r} needs about {fmt_bytes(one_row + FIXED_OVERHEAD)} for a single "
+            f"sample and spec row (budget {fmt_bytes(budget)}): use a cheaper method ('ibp' or "
+            "'crown-ibp') or a larger memory_budget")
     per_full = cost.per_sample + rows * cost.per_row
-    b = int(budget // per_full) if per_full > 0 else batch
+    b = int(avail // per_full) if per_full > 0 else batch
     if b >= 1:
-        return Plan(min(batch, b), rows, budget, cost.per_row)
-    r = int((budget - cost.per_sample) // cost.per_row)
-    return Plan(1, max(1, min(rows, r)), budget, cost.per_row)
+        return Plan(min(batch, b), rows, int(avail), cost.per_row)
+    r = int((avail - cost.per_sample) // cost.per_row)
+    return Plan(1, max(1, min(rows, r)), int(avail), cost.per_row)
 
 
 def row_chunk(per_row: float, batch: int, rows: int, budget: int) -> int:
@@ -162,13 +170,15 @@ def row_chunk(per_row: float, batch: int, rows: int, budget: int) -> int:
 
 @dataclass(frozen=True)
 class Sizes:
-    """Per-sample sizes of a network: ``steps`` T, ``widest`` (largest op input or
-    output), ``total`` (sum of op outputs) and ``leaky`` (sum of neuron layers), in
-    elements, and ``itemsize`` bytes per element."""
+    """Per-sample sizes of a network, in elements per time step: ``steps`` T, ``widest``
+    (largest op input or output), ``total`` (sum of op outputs) and ``leaky`` (sum of
+    neuron layers); ``itemsize`` bytes per element. A direct-encoded input is static
+    before the current of the first neuron layer (computed and back-substituted
+    once, not per step): those sizes count ``1/T``."""
 
     steps: int
-    widest: int
-    total: int
+    widest: float
+    total: float
     leaky: int
     itemsize: int
 
@@ -176,17 +186,22 @@ class Sizes:
 def network_sizes(bnet, x: torch.Tensor) -> Sizes:
     """:class:`Sizes` of ``bnet`` on inputs like ``x`` (one zero sample through the ops)."""
     sample = tuple(x.shape[2:] if bnet.encoding == "event" else x.shape[1:])
+    steps = bnet.steps_for(x)
     z = torch.zeros((1, *sample), dtype=x.dtype, device=x.device)
-    widest = total = z.numel()
+    share = 1 / steps if bnet.encoding == "direct" else 1.0  # static part: once, not per step
+    widest = total = z.numel() * share
     leaky = 0
+    ops = bnet.ops
     with torch.no_grad():
-        for op in bnet.ops:
+        for i, op in enumerate(ops):
             if op.stateful:
                 leaky += z.numel()
             else:
                 z = op.fixed_forward(z)
-            widest, total = max(widest, z.numel()), total + z.numel()
-    return Sizes(bnet.steps_for(x), widest, total, leaky, x.element_size())
+            if i + 1 < len(ops) and ops[i + 1].stateful:
+                share = 1.0  # a neuron's input current is per step in every pass
+            widest, total = max(widest, z.numel() * share), total + z.numel() * share
+    return Sizes(steps, widest, total, leaky, x.element_size())
 
 
 #: tensors of the interval pass alive at once, per element per step (calibrated)

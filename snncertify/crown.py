@@ -56,8 +56,9 @@ from .threat import FlipBudget, Threat
 ROW_TENSORS = 8
 #: relaxation tensors per neuron per step (bounds, lines, masks)
 RELAX_TENSORS = 24
-#: tensors autograd keeps per (sample, spec row), per element per step
-ROW_KEPT = 6
+#: tensors autograd keeps per (sample, spec row), per element per step (calibrated:
+#: benchmarks/bench_memory.py measures 0.75-0.9x of this on the paper's FC and CONV)
+ROW_KEPT = 7
 
 
 def linear_cost(sizes: Sizes, rows: int) -> CostModel:
@@ -87,7 +88,7 @@ class Setup:
         x0: the clean event frames (flip budget) or None.
         threat: the threat model.
         mem_l, mem_u: op index -> per-step membrane bounds, lists of ``[B, ...]``.
-        cur: op index -> bounds ``(lower, upper)`` ``[T, B, ...]`` of each neuron
+        cur: op index -> bounds ``(lower, upper)`` (T tensors ``[B, ...]`` each) of each neuron
             layer's input currents.
         out_pad: per-step output padding ``[T, B, K]`` (None if the net ends in a Leaky).
         inputs: op index -> input bounds of each relaxed op (``Propagation.inputs``).
@@ -157,8 +158,8 @@ def make_setup(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Prop
     leaky = [i for i, op in enumerate(ops) if op.stateful]
     mem_l, mem_u, cur = {}, {}, {}
     for i, rec in zip(leaky, prop.layers, strict=True):
-        mem_l[i], mem_u[i] = list(rec.mem_l.unbind(0)), list(rec.mem_u.unbind(0))
-        cur[i] = (rec.cur_l, rec.cur_u)
+        mem_l[i], mem_u[i] = rec.steps("mem_l"), rec.steps("mem_u")
+        cur[i] = (rec.steps("cur_l"), rec.steps("cur_u"))
     slack = 0.0 if threat.is_point() else bnet.slack
     out_pad = None
     if slack and not ends_in_leaky(ops):
@@ -419,8 +420,8 @@ def repropagate(setup: Setup) -> Propagation:
         mem_bounds={i: (setup.mem_l[i], setup.mem_u[i]) for i in leaky},
     )
     for i, rec in zip(leaky, prop.layers, strict=True):
-        setup.mem_l[i], setup.mem_u[i] = list(rec.mem_l.unbind(0)), list(rec.mem_u.unbind(0))
-        setup.cur[i] = (rec.cur_l, rec.cur_u)
+        setup.mem_l[i], setup.mem_u[i] = rec.steps("mem_l"), rec.steps("mem_u")
+        setup.cur[i] = (rec.steps("cur_l"), rec.steps("cur_u"))
     setup.inputs = dict(prop.inputs)
     return prop
 

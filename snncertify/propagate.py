@@ -50,6 +50,11 @@ class LayerRecord:
             self._raw[name] = value = stacked
         return value
 
+    def steps(self, name: str) -> list[Tensor]:
+        """The field ``name`` as T tensors ``[B, ...]`` (no stacked copy is made)."""
+        value = self._raw[name]
+        return list(value) if isinstance(value, list) else list(value.unbind(0))
+
     cur_l = property(lambda self: self._get("cur_l"))
     cur_u = property(lambda self: self._get("cur_u"))
     mem_l = property(lambda self: self._get("mem_l"))

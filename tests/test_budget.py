@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from snncertify import MemoryBudgetError, certify
-from snncertify.budget import CostModel, default_budget, parse_budget, plan_chunks
+from snncertify.budget import FIXED_OVERHEAD, CostModel, default_budget, parse_budget, plan_chunks
 from snncertify.methods import method_cost
 
 METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
@@ -41,17 +41,20 @@ def test_default_budget_is_a_fraction_of_available_memory():
 
 def test_plan_splits_the_batch_then_the_rows():
     cost = CostModel(per_sample=100.0, per_row=10.0, kept_per_sample=0.0)
-    assert plan_chunks("m", cost, 64, 8, 10**6, graph=False).batch == 64
-    plan = plan_chunks("m", cost, 64, 8, 900, graph=False)  # 180 bytes per sample
+    F = FIXED_OVERHEAD
+    assert plan_chunks("m", cost, 64, 8, F + 10**6, graph=False).batch == 64
+    plan = plan_chunks("m", cost, 64, 8, F + 900, graph=False)  # 180 bytes per sample
     assert (plan.batch, plan.rows) == (5, 8)
-    plan = plan_chunks("m", cost, 64, 8, 150, graph=False)
+    plan = plan_chunks("m", cost, 64, 8, F + 150, graph=False)
     assert (plan.batch, plan.rows) == (1, 5)
     with pytest.raises(MemoryBudgetError, match="'m' needs about .* single sample"):
-        plan_chunks("m", cost, 64, 8, 100, graph=False)
+        plan_chunks("m", cost, 64, 8, F + 100, graph=False)
     kept = CostModel(per_sample=1.0, per_row=1.0, kept_per_sample=1000.0)
     with pytest.raises(MemoryBudgetError, match="torch.no_grad"):
-        plan_chunks("m", kept, 64, 8, 10**4, graph=True)
-    assert plan_chunks("m", kept, 64, 8, 10**4, graph=False).batch == 64
+        plan_chunks("m", kept, 64, 8, F + 10**4, graph=True)
+    assert plan_chunks("m", kept, 64, 8, F + 10**4, graph=False).batch == 64
+    # a recorded graph is reserved first: the chunks share what is left
+    assert plan_chunks("m", kept, 4, 8, F + 4000 + 27, graph=True).batch == 3
 
 
 def costs(bnet, x, method: str, rows: int) -> CostModel:
@@ -68,13 +71,14 @@ def test_chunked_bounds_equal_unchunked_and_stay_sound(method, encoding):
     C = bnet.margin_spec(x, y)
     rows = 10  # the 5 margins, lower and upper bounds
     cost = costs(bnet, x, method, rows)
+    F = FIXED_OVERHEAD
     with torch.no_grad():
         ref = bnet.spec_bounds(x, eps, C, method)
         assert bnet.plan(x, C, method).batch == 6  # the default budget: one chunk
         for budget, batch, per_pass in [
-            (cost.per_sample + rows * cost.per_row, 1, rows),  # one sample per chunk
-            (2 * (cost.per_sample + rows * cost.per_row), 2, rows),
-            (cost.per_sample + 2 * cost.per_row, 1, 2 if cost.per_row else rows),  # 2 rows/pass
+            (F + cost.per_sample + rows * cost.per_row, 1, rows),  # one sample per chunk
+            (F + 2 * (cost.per_sample + rows * cost.per_row), 2, rows),
+            (F + cost.per_sample + 2 * cost.per_row, 1, 2 if cost.per_row else rows),  # 2 rows
         ]:
             plan = bnet.plan(x, C, method, memory_budget=int(budget) + 1)
             assert (plan.batch, plan.rows) == (batch, per_pass)
@@ -101,7 +105,7 @@ def test_a_budget_too_small_raises_a_clear_error_and_no_grad_helps():
     with pytest.raises(MemoryBudgetError, match=r"method 'crown' needs about .* single sample"), \
             torch.no_grad():
         bnet.bounds(x, 0.05, method="crown", memory_budget=1000)
-    kept = 64 * costs(bnet, x, "crown-ibp", 10).kept_per_sample / 2  # half the graph's estimate
+    kept = FIXED_OVERHEAD + 64 * costs(bnet, x, "crown-ibp", 10).kept_per_sample / 2  # half of it
     with pytest.raises(MemoryBudgetError, match="keep about .* for autograd"):
         bnet.bounds(x, 0.05, method="crown-ibp", memory_budget=int(kept))
     with torch.no_grad():
@@ -117,7 +121,7 @@ def test_event_masks_are_split_with_their_samples():
     x = (torch.rand(3, 4, 2, 4, generator=gen) > 0.5).float()
     mask = torch.rand(3, 4, 2, 4, generator=gen) > 0.7
     cost = costs(bnet, x, "crown-ibp", 6)
-    budget = int(cost.per_sample + 6 * cost.per_row) + 1
+    budget = FIXED_OVERHEAD + int(cost.per_sample + 6 * cost.per_row) + 1
     with torch.no_grad():
         ref = bnet.bounds(x, mask, method="crown-ibp")
         assert bnet.plan(x, None, "crown-ibp", memory_budget=budget).batch == 1

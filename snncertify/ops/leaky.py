@@ -206,8 +206,8 @@ class LeakyOp(BoundOp):
             mem_l, mem_u: sound membrane bounds, T tensors ``[B, ...]``.
             record: a list the σ of the slopes used are written to (α-CROWN's start).
             slack: the rounding slack of the membranes (0 at a point).
-            cur_l, cur_u: bounds of the input currents ``[T, B, ...]`` (unused here;
-                neurons with more state need them).
+            cur_l, cur_u: bounds of the input currents, T tensors ``[B, ...]`` each
+                (unused here; neurons with more state need them).
 
         Returns:
             ``(lam_i, const, mag)``: coefficients on the input currents

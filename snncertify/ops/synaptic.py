@@ -115,8 +115,8 @@ class SynapticOp(LeakyOp):
                         record=None, slack=0.0, cur_l=None, cur_u=None):
         """CROWN's rule (see :meth:`LeakyOp.linear_backward`): the membrane rule gives
         coefficients on ``syn_t``, which the filter turns into coefficients on ``I_t``
-        (``g_t = c_t + α g_{t+1}``). ``cur_l, cur_u``: bounds of the input currents
-        ``[T, B, ...]`` (needed by the zero reset)."""
+        (``g_t = c_t + α g_{t+1}``). ``cur_l, cur_u``: bounds of the input currents,
+        T tensors ``[B, ...]`` each (needed by the zero reset)."""
         if self.reset != "zero":
             lam_syn, const, mag = super().linear_backward(
                 lam_s, lam_u, steps, mem_l, mem_u, rule, sigma, record, slack)
