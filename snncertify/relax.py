@@ -202,15 +202,16 @@ def _first_slope(f: Piecewise, lower: Tensor, left: Tensor, right: Tensor,
         low = torch.minimum(f.s1 * lower + f.c1, f.s1 * thr + f.c1)
         base = 0.0
         jump = f.s2 * thr + f.c2 - low  # p2 at θ+ above that constant
-    right_long = right >= left
-    sloped_up = torch.where(right_long, 1 / right_g, torch.zeros_like(right_g))
-    sloped_dn = torch.where(right_long, torch.zeros_like(left_g), 1 / left_g)
+    right_long = right >= left  # [.., 1, ..]: per neuron, before the spec rows broadcast
+    sloped_up = right_long / right_g
+    sloped_dn = (~right_long) / left_g
     d = torch.where(jump >= 0, sloped_up, sloped_dn)
     return base + jump * d
 
 
 def joint_lower(f: Piecewise, lower: Tensor, upper: Tensor, rule: str = "scrown",
-                sigma: Tensor | None = None, split: tuple | None = None) -> tuple[Tensor, Tensor]:
+                sigma: Tensor | None = None, split: tuple | None = None,
+                unstable_only: bool = False) -> tuple[Tensor, Tensor]:
     """A lower line ``s m + c`` of the joint F on ``[lower, upper]`` (``[B, 1, ...]``).
 
     Stable neurons get F's own piece (exact). An unstable one gets slope
@@ -219,10 +220,10 @@ def joint_lower(f: Piecewise, lower: Tensor, upper: Tensor, rule: str = "scrown"
     relaxation, reset relaxation)``), or with ``sigma`` (α-CROWN, in [0, 1])
     ``lo + σ (hi - lo)`` in F's hull slope range; the intercept is the
     tightest for that slope (any slope is sound, module docstring).
+    ``unstable_only``: every neuron given is unstable (skips the stable cases).
     Returns ``(s, c)``, ``[B, M, ...]``.
     """
     thr = f.thr
-    off, on = upper <= thr, lower > thr
     tol = TOL * (1 + thr.abs())
     left, right = (thr - lower).clamp(min=0), (upper - thr).clamp(min=0)
     left_g, right_g = torch.maximum(left, tol + 0 * left), torch.maximum(right, tol + 0 * right)
@@ -243,6 +244,9 @@ def joint_lower(f: Piecewise, lower: Tensor, upper: Tensor, rule: str = "scrown"
         s = _first_slope(f, lower, left, right, left_g, right_g)
     c = torch.minimum(torch.minimum(y_l - s * lower, y_t1 - s * thr),
                       torch.minimum(y_t2 - s * thr, y_u - s * upper))
+    if unstable_only:
+        return s, c
+    off, on = upper <= thr, lower > thr
     zero = torch.zeros_like(c)
     s = torch.where(off, f.s1 + zero, torch.where(on, f.s2 + zero, s))
     c = torch.where(off, f.c1 + zero, torch.where(on, f.c2 + zero, c))

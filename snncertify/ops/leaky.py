@@ -383,7 +383,8 @@ def _joint_line(reset: str, beta: Tensor, thr: Tensor, spk: Tensor | None, nxt: 
     if rule == "split":
         split = (g_spk, g_nxt, _default_slopes(spike_fn(g_thr), gl, gu),
                  _default_slopes(reset_fn(reset, g_beta, g_thr), gl, gu))
-    su, cu = joint_lower(joint_fn(reset, g_beta, g_thr, g_spk, g_nxt), gl, gu, rule, None, split)
+    su, cu = joint_lower(joint_fn(reset, g_beta, g_thr, g_spk, g_nxt), gl, gu, rule, None, split,
+                         unstable_only=True)
     s.view(B, M, -1)[b_idx, :, n_idx] = su
     c.view(B, M, -1)[b_idx, :, n_idx] = cu
     return s, c
