@@ -106,6 +106,43 @@ def test_digits_card_columns_reproduce_exactly():
     assert compared == len(c["protocol"]["eps"]) * 7
 
 
+def test_refresh_bounds_rewrites_only_stale_bound_columns(tmp_path, monkeypatch):
+    from zoo import measure as zoo_measure
+
+    cards = tmp_path / "cards"
+    shutil.copytree(registry.CARDS_DIR, cards)
+    monkeypatch.setattr(registry, "CARDS_DIR", cards)
+    monkeypatch.setattr(zoo_measure, "CARDS_DIR", cards)
+    registry._cards.cache_clear()
+    try:
+        name = "digits-fc-ibp"
+        path = cards / f"{name}.json"
+        card = json.loads(path.read_text())
+        row = next(r for r in card["results"] if r["column"] == "certified (crown-ibp)")
+        true = row["accuracy"]
+        row["accuracy"] = 0.0  # a stale bound column
+        card["protocol"] |= {"eps": [row["eps"]], "methods": ["crown-ibp"]}  # quick: one column
+        path.write_text(json.dumps(card))
+        registry._cards.cache_clear()
+        changed = zoo_measure.refresh_bounds(name, None, progress=False)
+        assert changed == [f"eps {row['eps']:g} certified (crown-ibp): 0.0000 -> {true:.4f}"]
+        fresh = json.loads(path.read_text())
+        assert [r for r in fresh["results"] if r["kind"] != "certified"] == \
+            [r for r in card["results"] if r["kind"] != "certified"]  # attacks untouched
+        assert zoo_measure.refresh_bounds(name, None, progress=False) == []
+        robust = next(r for r in fresh["results"]
+                      if r["kind"] == "robust" and r["eps"] == row["eps"])
+        robust["accuracy"] = 0.0  # verified above the worst case: refused, card untouched
+        path.write_text(json.dumps(fresh))
+        registry._cards.cache_clear()
+        before = path.read_text()
+        with pytest.raises(ValueError, match="exceeds the worst-case attack"):
+            zoo_measure.refresh_bounds(name, None, progress=False)
+        assert path.read_text() == before
+    finally:
+        registry._cards.cache_clear()
+
+
 def test_cli_eval_reports_differences(capsys):
     """``eval --n 20`` measures a different subset: the CLI names what differs, exit 1."""
     assert zoo_cli(["eval", "digits-fc-clean", "--n", "20"]) == 1
