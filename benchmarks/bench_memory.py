@@ -14,7 +14,8 @@ MiB; on CUDA it is ``torch.cuda.max_memory_allocated``.
         [--methods ibp crown-ibp crown alpha-crown] [--batches 1 32 256]
         [--budgets default 4GB] [--timeout 300] [--out runs/memory]
 
-Writes ``memory.csv`` and ``memory.md`` (and prints the table). A budget
+Writes ``memory.csv``, ``memory.md`` and ``memory.png`` (peak MiB against the batch, one
+panel per network, one line per method and budget) and prints the table. A budget
 run that exceeds its budget is flagged ``OVER``; a run that cannot fit
 reports the library's ``MemoryBudgetError`` instead of dying.
 """
@@ -103,6 +104,8 @@ def main() -> None:
     ap.add_argument("--no-grad", action="store_true", help="call under torch.no_grad()")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per call")
     ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--merge", nargs="+", type=Path, default=None,
+                    help="rewrite --out from earlier memory.csv files instead of measuring")
     ap.add_argument("--one", nargs=4, metavar=("NET", "METHOD", "BATCH", "BUDGET"),
                     help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -111,8 +114,12 @@ def main() -> None:
         print(json.dumps(run_one(net, method, int(batch), budget, args.device, args.no_grad)))
         return
 
-    from snncertify.report import write_csv, write_markdown
+    if args.merge:
+        import csv
 
+        rows = [r for f in args.merge for r in csv.DictReader(f.open())]
+        write_outputs(rows, args.out or Path("."))
+        return
     rows = []
     for net in args.nets:
         for method in args.methods:
@@ -142,13 +149,30 @@ def main() -> None:
                     rows.append(row)
                     print(_line(row), flush=True)
     if args.out:
-        args.out.mkdir(parents=True, exist_ok=True)
-        cols = ["net", "method", "batch", "budget", "grad", "status", "seconds", "peak_mib",
-                "mean_width"]
-        table = [{c: r.get(c) for c in cols} for r in rows]
-        write_csv(table, args.out / "memory.csv")
-        write_markdown(table, args.out / "memory.md")
-        print(f"wrote {args.out}/memory.csv and memory.md")
+        write_outputs(rows, args.out)
+
+
+COLUMNS = ["net", "method", "batch", "budget", "grad", "status", "seconds", "peak_mib",
+           "mean_width"]
+
+
+def write_outputs(rows: list[dict], out: Path) -> None:
+    """``memory.csv``, ``memory.md`` and ``memory.png`` in ``out``."""
+    from snncertify.report import plot_lines, write_csv, write_markdown
+
+    out.mkdir(parents=True, exist_ok=True)
+    table = [{c: r.get(c) for c in COLUMNS} for r in rows]
+    write_csv(table, out / "memory.csv")
+    write_markdown(table, out / "memory.md", title="Peak memory (MiB) and time (s) of "
+                   "bnet.bounds(x, eps, method) with autograd on, one fresh process per call")
+    ok = [{"net": r["net"], "batch": float(r["batch"]), "peak (MiB)": float(r["peak_mib"]),
+           "method": f"{r['method']} (budget {r['budget']})"}
+          for r in rows if r.get("status") == "ok"]
+    if ok:
+        plot_lines(ok, "batch", "peak (MiB)", "method", out / "memory.png",
+                   title="Peak memory of bnet.bounds (autograd on)", panel="net", ylim=None,
+                   xlabel="batch size")
+    print(f"wrote {out}/memory.csv, memory.md and memory.png")
 
 
 def _bytes(budget: str) -> int | None:
