@@ -161,17 +161,23 @@ def write_outputs(rows: list[dict], out: Path) -> None:
     from snncertify.report import plot_lines, write_csv, write_markdown
 
     out.mkdir(parents=True, exist_ok=True)
-    table = [{c: r.get(c) for c in COLUMNS} for r in rows]
+    def cell(c: str, v):
+        if v in (None, "") or c not in ("seconds", "peak_mib", "mean_width"):
+            return v
+        return round(float(v), 3 if c == "mean_width" else 2 if c == "seconds" else 1)
+
+    table = [{c: cell(c, r.get(c)) for c in COLUMNS} for r in rows]
     write_csv(table, out / "memory.csv")
     write_markdown(table, out / "memory.md", title="Peak memory (MiB) and time (s) of "
-                   "bnet.bounds(x, eps, method) with autograd on, one fresh process per call")
+                   "bnet.bounds(x, eps, method), one fresh process per call (grad: autograd on)")
     ok = [{"net": r["net"], "batch": float(r["batch"]), "peak (MiB)": float(r["peak_mib"]),
-           "method": f"{r['method']} (budget {r['budget']})"}
+           "method": f"{r['method']} (budget {r['budget']}"
+                     + (")" if str(r["grad"]) == "True" else ", no grad)")}
           for r in rows if r.get("status") == "ok"]
     if ok:
         plot_lines(ok, "batch", "peak (MiB)", "method", out / "memory.png",
-                   title="Peak memory of bnet.bounds (autograd on)", panel="net", ylim=None,
-                   xlabel="batch size")
+                   title="Peak memory of bnet.bounds (autograd on unless marked)", panel="net",
+                   ylim=None, xlabel="batch size")
     print(f"wrote {out}/memory.csv, memory.md and memory.png")
 
 
