@@ -22,7 +22,13 @@ The model (per sample, over all T steps and every ``snn.Leaky`` layer):
   previous step's spike); subtract: ``U_t = β U_{t-1} + I_t - θ S_{t-1}``;
   zero: ``U_t = β (U_{t-1} - Q_t) + I_t`` with ``Q_t = S_{t-1} U_{t-1}``
   linearised exactly by big-M; none: ``U_t = β U_{t-1} + I_t``. Big-M
-  constants are the IBP membrane bounds of ``bnet.interval_propagation``.
+  constants are the IBP membrane bounds of ``bnet.interval_propagation``;
+* Synaptic: the synaptic current ``syn_t = α syn_{t-1} + I_t`` as affine
+  expressions (its float32 rounding tracked), then the Leaky encoding on it;
+  its zero reset ``U_t = m_t - R_t m_t`` with ``Q_t = R_t m_t`` by big-M.
+
+Each op encodes itself (``op.milp_map``, ``encode_milp_seq``; blocks in
+:mod:`snncertify.milp`); this module builds the inputs, assembles and solves.
 
 The strict threshold ``S = H(U - θ)`` is the one place where a MILP cannot
 be exact, so two versions of it are used, each for what it can guarantee:

@@ -8,8 +8,10 @@ ORIGINAL module (parameters are shared, never copied) and offers
   every input in the box ``[l, u]``.
 
 Stateless operations see the time axis folded into the batch (``N = T*B``);
-stateful ones (``LeakyOp``) see ``[T, B, ...]`` and loop over time themselves.
-The linear (CROWN) rules live next to these in the same classes.
+stateful ones (``LeakyOp``, ``SynapticOp``) see ``[T, B, ...]`` and loop over
+time themselves. The linear (CROWN) rules and the exact verifier's MILP
+encoding live next to these in the same classes; ``registry.py`` maps module
+types to the classes.
 """
 
 from __future__ import annotations
