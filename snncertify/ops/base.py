@@ -131,6 +131,8 @@ def dot_neurons(lam: Tensor, v: Tensor | float) -> Tensor:
     if isinstance(v, Tensor) and v.ndim == lam.ndim and v.shape[1] == 1 and lam.shape[1] > 1 \
             and v.shape[2:] == lam.shape[2:]:
         return torch.bmm(lam.flatten(2), v.flatten(2).transpose(1, 2)).squeeze(2)
+    if isinstance(v, (int, float)) and v == 1:
+        return lam.flatten(2).sum(-1)
     return (lam * v).flatten(2).sum(-1)
 
 
