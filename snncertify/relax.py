@@ -48,10 +48,6 @@ class Piecewise:
     s2: Tensor | float
     c2: Tensor | float
 
-    def is_linear(self) -> bool:
-        """True when ``p1 == p2`` is known statically (no reset at all)."""
-        return self.s1 is self.s2 and self.c1 is self.c2
-
 
 def spike_fn(thr: Tensor) -> Piecewise:
     """``H(m - θ)``."""
@@ -94,13 +90,11 @@ class Relaxation:
         self.right_g = torch.maximum(self.right, tol + zero)
         self.tol = tol
         s1, c1, s2, c2 = f.s1, f.c1, f.s2, f.c2
-        # the four points, relative to θ: (dx, y)
+        # the four points (l, y_l), (θ, y_t1), (θ, y_t2), (u, y_u)
         self.y_l = s1 * lower + c1 + zero
         self.y_t1 = s1 * thr + c1 + zero
         self.y_t2 = s2 * thr + c2 + zero
         self.y_u = s2 * upper + c2 + zero
-        self.dx_l = lower - thr
-        self.dx_u = upper - thr
 
     # ----------------------------------------------------------- slope ranges
     def hull_slopes(self, upper: bool) -> tuple[Tensor, Tensor]:
@@ -121,10 +115,9 @@ class Relaxation:
         short = torch.maximum(self.left, self.right) < self.tol
         return torch.where(short, self.f.s1 + torch.zeros_like(s), s)
 
-    def default_sigma(self, upper: bool) -> Tensor:
-        """``σ`` in [0, 1] reproducing :meth:`default_slope` inside :meth:`slope_range`."""
+    def sigma_of(self, s: Tensor, upper: bool) -> Tensor:
+        """``σ`` in [0, 1] placing slope ``s`` inside :meth:`slope_range` (α-CROWN's start)."""
         lo, hi = self.slope_range(upper)
-        s = self.default_slope(upper)
         width = hi - lo
         sigma = torch.where(width > 0, (s - lo) / torch.where(width > 0, width, 1), 0.5)
         return sigma.clamp(0, 1)
@@ -132,10 +125,19 @@ class Relaxation:
     # ------------------------------------------------------------------ lines
     def intercept(self, s: Tensor, upper: bool) -> Tensor:
         """Intercept making ``s m + c`` an upper (lower) line of the unstable f."""
-        pts = (self.y_l - s * self.dx_l, self.y_t1, self.y_t2, self.y_u - s * self.dx_u)
+        thr = self.f.thr
         pick = torch.maximum if upper else torch.minimum
-        rel = pick(pick(pts[0], pts[1]), pick(pts[2], pts[3]))
-        return rel - s * self.f.thr
+        return pick(pick(self.y_l - s * self.l, self.y_t1 - s * thr),
+                    pick(self.y_t2 - s * thr, self.y_u - s * self.u))
+
+    def line(self, s: Tensor, upper: bool) -> tuple[Tensor, Tensor]:
+        """``(slope, intercept)`` of a sound upper (lower) line for every neuron: f's own
+        piece where it is stable, slope ``s`` with :meth:`intercept` where not."""
+        c = self.intercept(s, upper)
+        f, zero = self.f, torch.zeros_like(c)
+        s = torch.where(self.off, f.s1 + zero, torch.where(self.on, f.s2 + zero, s))
+        c = torch.where(self.off, f.c1 + zero, torch.where(self.on, f.c2 + zero, c))
+        return s, c
 
     def lines(self, s_lo: Tensor | None = None, s_up: Tensor | None = None) -> Lines:
         """Sound lines for every neuron; unstable ones use the given slopes (default if None).
@@ -147,22 +149,7 @@ class Relaxation:
             s_lo = self.default_slope(False)
         if s_up is None:
             s_up = self.default_slope(True)
-        c_lo, c_up = self.intercept(s_lo, False), self.intercept(s_up, True)
-        f = self.f
-        zero = torch.zeros_like(c_lo)
-
-        def fix(s: Tensor, c: Tensor) -> tuple[Tensor, Tensor]:
-            s = torch.where(self.off, f.s1 + zero, torch.where(self.on, f.s2 + zero, s))
-            c = torch.where(self.off, f.c1 + zero, torch.where(self.on, f.c2 + zero, c))
-            return s, c
-
-        return Lines(*fix(s_lo, c_lo), *fix(s_up, c_up))
-
-
-def select(lines: Lines, lam: Tensor) -> tuple[Tensor, Tensor]:
-    """Slope and intercept for a LOWER bound of ``lam · f``: lower line where ``lam >= 0``."""
-    pos = lam >= 0
-    return torch.where(pos, lines.s_lo, lines.s_up), torch.where(pos, lines.c_lo, lines.c_up)
+        return Lines(*self.line(s_lo, False), *self.line(s_up, True))
 
 
 # ---------------------------------------------------- joint relaxation (S-CROWN)
@@ -223,14 +210,9 @@ def joint_lower(f: Piecewise, lower: Tensor, upper: Tensor, rule: str = "scrown"
     ``unstable_only``: every neuron given is unstable (skips the stable cases).
     Returns ``(s, c)``, ``[B, M, ...]``.
     """
-    thr = f.thr
-    tol = TOL * (1 + thr.abs())
-    left, right = (thr - lower).clamp(min=0), (upper - thr).clamp(min=0)
-    left_g, right_g = torch.maximum(left, tol + 0 * left), torch.maximum(right, tol + 0 * right)
-    y_l, y_t1 = f.s1 * lower + f.c1, f.s1 * thr + f.c1
-    y_t2, y_u = f.s2 * thr + f.c2, f.s2 * upper + f.c2
+    rel = Relaxation(f, lower, upper)
     if sigma is not None:
-        lo, hi = _hull_range(y_l, y_t1, y_t2, y_u, left_g, right_g)
+        lo, hi = rel.slope_range(False)
         s = lo + sigma * (hi - lo)
     elif rule == "split":
         spike_coef, next_coef, spike_rel, reset_rel = split
@@ -239,34 +221,14 @@ def joint_lower(f: Piecewise, lower: Tensor, upper: Tensor, rule: str = "scrown"
             s = s + spike_coef.clamp(min=0) * spike_rel[0] + spike_coef.clamp(max=0) * spike_rel[1]
         if next_coef is not None:
             s = s + next_coef.clamp(min=0) * reset_rel[0] + next_coef.clamp(max=0) * reset_rel[1]
-        s = s + torch.zeros_like(y_t2)
+        s = s + torch.zeros_like(rel.y_t2)
     else:
-        s = _first_slope(f, lower, left, right, left_g, right_g)
-    c = torch.minimum(torch.minimum(y_l - s * lower, y_t1 - s * thr),
-                      torch.minimum(y_t2 - s * thr, y_u - s * upper))
+        s = _first_slope(f, lower, rel.left, rel.right, rel.left_g, rel.right_g)
     if unstable_only:
-        return s, c
-    off, on = upper <= thr, lower > thr
-    zero = torch.zeros_like(c)
-    s = torch.where(off, f.s1 + zero, torch.where(on, f.s2 + zero, s))
-    c = torch.where(off, f.c1 + zero, torch.where(on, f.c2 + zero, c))
-    return s, c
-
-
-def _hull_range(y_l, y_t1, y_t2, y_u, left_g, right_g) -> tuple[Tensor, Tensor]:
-    mid = torch.minimum(y_t1, y_t2)
-    a, b = (mid - y_l) / left_g, (y_u - mid) / right_g
-    return torch.minimum(a, b), torch.maximum(a, b)
+        return s, rel.intercept(s, False)
+    return rel.line(s, False)
 
 
 def joint_sigma(f: Piecewise, lower: Tensor, upper: Tensor, s: Tensor) -> Tensor:
     """``σ`` in [0, 1] placing slope ``s`` in F's hull slope range (α-CROWN's start)."""
-    thr = f.thr
-    tol = TOL * (1 + thr.abs())
-    left_g = torch.maximum((thr - lower).clamp(min=0), tol + 0 * lower)
-    right_g = torch.maximum((upper - thr).clamp(min=0), tol + 0 * upper)
-    lo, hi = _hull_range(f.s1 * lower + f.c1, f.s1 * thr + f.c1, f.s2 * thr + f.c2,
-                         f.s2 * upper + f.c2, left_g, right_g)
-    width = hi - lo
-    sigma = torch.where(width > 0, (s - lo) / torch.where(width > 0, width, 1), 0.5)
-    return sigma.clamp(0, 1)
+    return Relaxation(f, lower, upper).sigma_of(s, False)
