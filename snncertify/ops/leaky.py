@@ -112,16 +112,48 @@ class LeakyOp(BoundOp):
         spk = mode.spike(self, mem - thr)
         for t in range(len(cur)):
             reset = mode.reset(self, spk)
-            if self.reset == "subtract":
-                mem = beta * mem + cur[t] - reset * thr
-            elif self.reset == "zero":
-                mem = beta * ((1 - reset) * mem) + cur[t]
-            else:
-                mem = beta * mem + cur[t]
+            mem = self.membrane(mem, cur[t], reset, beta, thr)
             spk = mode.spike(self, mem - thr)
             spikes.append(spk)
             mems.append(mem)
         return mode.finish(self, cur, spikes), torch.stack(mems)
+
+    def membrane(self, mem: Tensor, cur: Tensor, reset: Tensor, beta: Tensor, thr: Tensor
+                 ) -> Tensor:
+        """``U_t`` from ``U_{t-1}`` (``mem``), ``I_t`` and ``R_t``: snnTorch's float
+        operations in its order (module docstring), so the forward is bit-identical."""
+        if self.reset == "subtract":
+            return beta * mem + cur - reset * thr
+        if self.reset == "zero":
+            return beta * ((1 - reset) * mem) + cur
+        return beta * mem + cur
+
+    def membrane_interval(self, ml: Tensor, mu: Tensor, rl: Tensor, ru: Tensor, il: Tensor,
+                          iu: Tensor, beta: Tensor, thr: Tensor) -> tuple[Tensor, Tensor]:
+        """S-IBP of one step: bounds of ``U_t`` from those of ``U_{t-1}`` (``ml, mu``),
+        ``R_t`` (``rl, ru``) and ``I_t`` (``il, iu``), before any slack. The decay and
+        reset term is bounded as ONE function of ``U_{t-1}``, which is tighter than
+        bounding ``β U`` and ``θ R`` separately."""
+        if self.reset == "subtract":
+            # h(u) = βu - θ H(u - θ): βu up to θ, βu - θ above it (infimum βθ - θ).
+            base_l, base_u = torch.addcmul(il, beta, ml), torch.addcmul(iu, beta, mu)
+            lo = torch.addcmul(base_l, rl, thr, value=-1)
+            hi = torch.addcmul(base_u, ru, thr, value=-1)
+            unstable = rl != ru
+            lo = torch.where(unstable, torch.minimum(base_l, beta * thr - thr + il), lo)
+            hi = torch.where(unstable, torch.maximum(base_u - thr, beta * thr + iu), hi)
+            return lo, hi
+        if self.reset == "zero":
+            # g(u) = u 1[u <= θ] on [ml, mu]. Upper: mu if no spike is possible,
+            # max(θ, 0) if one is, 0 if it is certain. Lower: ml if no spike is
+            # possible, else min(ml, 0) (exact when unstable; when a spike is
+            # certain g = 0 >= min(ml, 0), equal to it for θ >= 0).
+            thr_pos = thr.clamp(min=0)
+            spike_possible = ru > 0
+            gl = torch.where(spike_possible, ml.clamp(max=0), ml)
+            gu = torch.where(spike_possible, torch.addcmul(thr_pos, rl, thr_pos, value=-1), mu)
+            return torch.addcmul(il, beta, gl), torch.addcmul(iu, beta, gu)
+        return torch.addcmul(il, beta, ml), torch.addcmul(iu, beta, mu)
 
     def interval_seq(
         self, cur_l: list[Tensor], cur_u: list[Tensor], slack: float = 0.0,
@@ -143,37 +175,15 @@ class LeakyOp(BoundOp):
 
         Returns:
             ``(spk_l, spk_u, mem_l, mem_u)``: T tensors ``[B, ...]`` each (not
-            stacked: most callers never read the membranes). The decay
-            and reset term is bounded as ONE function of ``U_{t-1}``, which
-            is tighter than bounding ``β U`` and ``θ R`` separately.
+            stacked: most callers never read the membranes). Each step is
+            :meth:`membrane_interval`.
         """
         beta, thr = self.beta(), self.threshold()
-        thr_pos = thr.clamp(min=0)
-        lift = beta * thr - thr  # h just above θ (subtract reset)
         ml = mu = torch.zeros_like(cur_l[0])
         rl = ru = self.spike(ml).detach()  # R_1 = H(U_0 - θ), U_0 = 0
         out = ([], [], [], [])
         for t in range(len(cur_l)):
-            il, iu = cur_l[t], cur_u[t]
-            if self.reset == "subtract":
-                # h(u) = βu - θ H(u - θ): βu up to θ, βu - θ above it (infimum βθ - θ).
-                base_l, base_u = torch.addcmul(il, beta, ml), torch.addcmul(iu, beta, mu)
-                lo = torch.addcmul(base_l, rl, thr, value=-1)
-                hi = torch.addcmul(base_u, ru, thr, value=-1)
-                unstable = rl != ru
-                lo = torch.where(unstable, torch.minimum(base_l, lift + il), lo)
-                hi = torch.where(unstable, torch.maximum(base_u - thr, beta * thr + iu), hi)
-            elif self.reset == "zero":
-                # g(u) = u 1[u <= θ] on [ml, mu]. Upper: mu if no spike is possible,
-                # max(θ, 0) if one is, 0 if it is certain. Lower: ml if no spike is
-                # possible, else min(ml, 0) (exact when unstable; when a spike is
-                # certain g = 0 >= min(ml, 0), equal to it for θ >= 0).
-                spike_possible = ru > 0
-                gl = torch.where(spike_possible, ml.clamp(max=0), ml)
-                gu = torch.where(spike_possible, torch.addcmul(thr_pos, rl, thr_pos, value=-1), mu)
-                lo, hi = torch.addcmul(il, beta, gl), torch.addcmul(iu, beta, gu)
-            else:
-                lo, hi = torch.addcmul(il, beta, ml), torch.addcmul(iu, beta, mu)
+            lo, hi = self.membrane_interval(ml, mu, rl, ru, cur_l[t], cur_u[t], beta, thr)
             if slack:  # pad = slack (1 + max(|lo|, |hi|)), and max(|lo|, |hi|) = max(-lo, hi)
                 mag = torch.maximum(hi, -lo).add_(1)  # in place on a fresh tensor
                 lo, hi = torch.add(lo, mag, alpha=-slack), torch.add(hi, mag, alpha=slack)
@@ -214,40 +224,51 @@ class LeakyOp(BoundOp):
             ``[steps, B, M, ...]``, the constant ``[B, M]`` and the magnitude
             ``[B, M]`` of the constant terms (for the rounding pad).
         """
-        beta, thr = self.beta(), self.threshold()
-        ml, mu = mem_l, mem_u
         ref = lam_s if lam_s is not None else lam_u
         const = ref.new_zeros(ref.shape[1:3])
         mag = torch.zeros_like(const)
         nxt = None  # coefficients on U_{t+1}
         out = [None] * steps
         for t in reversed(range(steps)):
-            spk = lam_s[t] if lam_s is not None else None
-            if spk is None and nxt is None:
-                lam = torch.zeros_like(ref[t])
-            elif sigma is None and record is None:
-                lam, c = _joint_line(self.reset, beta, thr, spk, nxt, ml[t], mu[t], rule)
-                const, mag = const + dot_neurons(c, 1), mag + dot_neurons(c.abs(), 1)
-            else:
-                f = joint_fn(self.reset, beta, thr, spk, nxt)
-                lo, hi = ml[t].unsqueeze(1), mu[t].unsqueeze(1)
-                lam, c = joint_lower(f, lo, hi, rule, None if sigma is None else sigma[t])
-                if record is not None:
-                    record[t] = joint_sigma(f, lo, hi, lam)
-                const, mag = const + dot_neurons(c, 1), mag + dot_neurons(c.abs(), 1)
-            if lam_u is not None:
-                lam = lam + lam_u[t]
-            if slack:
-                pad = rounding_pad(ml[t], mu[t], slack)
-                const = const - dot_neurons(lam.abs(), pad.unsqueeze(1))  # rounding term e_t
-            out[t] = lam
-            nxt = lam
-        f0 = _reset_at_zero(self.reset, beta, thr, nxt)  # U_0 = 0: f(0), as the forward does
+            nxt, const, mag = self.membrane_line(
+                self.reset, t, lam_s, lam_u, nxt, mem_l, mem_u, rule, sigma, record, slack,
+                const, mag)
+            out[t] = nxt
+        f0 = _reset_at_zero(self.reset, self.beta(), self.threshold(), nxt)  # U_0 = 0: f(0), as the forward does
         if f0 is not None:
             term = nxt * f0
             const, mag = const + dot_neurons(term, 1), mag + dot_neurons(term.abs(), 1)
         return torch.stack(out), const, mag
 
+
+    def membrane_line(self, reset: str, t: int, lam_s: Tensor | None, lam_u: Tensor | None,
+                      nxt: Tensor | None, ml: list[Tensor], mu: list[Tensor], rule: str,
+                      sigma: Tensor | None, record: list | None, slack: float, const: Tensor,
+                      mag: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One step of :meth:`linear_backward`: the coefficients on ``U_t`` from the
+        joint line of ``F(U_t) = Λ_t H(U_t - θ) + λ' f(U_t)`` (``f`` by ``reset``,
+        ``λ' = nxt``) plus ``lam_u[t]``, with ``(const, mag)`` ``[B, M]`` updated by the
+        line's intercepts and the rounding term of ``U_t``."""
+        beta, thr = self.beta(), self.threshold()
+        spk = lam_s[t] if lam_s is not None else None
+        if spk is None and nxt is None:
+            lam = torch.zeros_like((lam_s if lam_s is not None else lam_u)[t])
+        elif sigma is None and record is None:
+            lam, c = _joint_line(reset, beta, thr, spk, nxt, ml[t], mu[t], rule)
+            const, mag = const + dot_neurons(c, 1), mag + dot_neurons(c.abs(), 1)
+        else:
+            f = joint_fn(reset, beta, thr, spk, nxt)
+            lo, hi = ml[t].unsqueeze(1), mu[t].unsqueeze(1)
+            lam, c = joint_lower(f, lo, hi, rule, None if sigma is None else sigma[t])
+            if record is not None:
+                record[t] = joint_sigma(f, lo, hi, lam)
+            const, mag = const + dot_neurons(c, 1), mag + dot_neurons(c.abs(), 1)
+        if lam_u is not None:
+            lam = lam + lam_u[t]
+        if slack:
+            pad = rounding_pad(ml[t], mu[t], slack)
+            const = const - dot_neurons(lam.abs(), pad.unsqueeze(1))  # rounding term e_t
+        return lam, const, mag
 
     def encode_milp_seq(self, model: Model, cur: list[Expr], rec, b: int, T: int,
                         cmag: np.ndarray | None = None) -> tuple[list[Expr], list[Expr]]:

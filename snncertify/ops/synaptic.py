@@ -29,13 +29,12 @@ import numpy as np
 import scipy.sparse as sp
 import snntorch as snn
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..gradmode import GradMode
 from ..milp import Expr, Model, gamma, to_np
-from ..relax import joint_fn, joint_lower, joint_sigma
-from .base import dot_neurons, rounding_pad
-from .leaky import _OWN, LeakyOp, _joint_line
+from .base import dot_neurons
+from .leaky import LeakyOp
 from .registry import register_op
 
 
@@ -63,52 +62,34 @@ class SynapticOp(LeakyOp):
         """Interval of ``syn_t`` (exact per step: α >= 0), T tensors ``[B, ...]`` each."""
         return self.synaptic(list(cur_l)), self.synaptic(list(cur_u))
 
-    # ---------------------------------------------------------------- forward
+    # ------------------------------------------------- forward and intervals
     def forward_seq(self, cur: list[Tensor], grad: GradMode | None = None):
-        syn = self.synaptic(cur)
-        if self.reset != "zero":
-            return super().forward_seq(syn, grad)
-        mode = grad or _OWN
-        beta, thr = self.beta(), self.threshold()
-        mem = torch.zeros_like(cur[0])
-        spikes, mems = [], []
-        spk = mode.spike(self, mem - thr)
-        for t in range(len(cur)):
-            reset = mode.reset(self, spk)
-            m = beta * mem + syn[t]
-            mem = m - m * reset
-            spk = mode.spike(self, mem - thr)
-            spikes.append(spk)
-            mems.append(mem)
-        return mode.finish(self, syn, spikes), torch.stack(mems)
+        return super().forward_seq(self.synaptic(cur), grad)
 
-    # -------------------------------------------------------------- intervals
+    def membrane(self, mem: Tensor, cur: Tensor, reset: Tensor, beta: Tensor, thr: Tensor
+                 ) -> Tensor:
+        """``cur`` is ``syn_t`` here; the zero reset clears ``m_t = β U_{t-1} + syn_t``."""
+        if self.reset != "zero":
+            return super().membrane(mem, cur, reset, beta, thr)
+        m = beta * mem + cur
+        return m - m * reset
+
     def interval_seq(self, cur_l, cur_u, slack: float = 0.0, mem_bounds=None):
         syn_l, syn_u = self.synaptic_bounds(cur_l, cur_u)
+        return super().interval_seq(syn_l, syn_u, slack, mem_bounds)
+
+    def membrane_interval(self, ml, mu, rl, ru, il, iu, beta, thr):
+        """Zero reset: ``U_t`` is 0 (reset certain), ``m_t`` (no reset possible), else
+        either, with ``U_{t-1} <= θ`` when it is ``m_t`` (module docstring)."""
         if self.reset != "zero":
-            return super().interval_seq(syn_l, syn_u, slack, mem_bounds)
-        beta, thr = self.beta(), self.threshold()
-        ml = mu = torch.zeros_like(syn_l[0])
-        rl = ru = self.spike(ml).detach()
-        out = ([], [], [], [])
-        for t in range(len(syn_l)):
-            base_l = beta * ml + syn_l[t]
-            base_u = beta * mu + syn_u[t]
-            below_u = beta * torch.minimum(mu, thr + torch.zeros_like(mu)) + syn_u[t]
-            zero = torch.zeros_like(base_l)
-            lo = torch.where(rl > 0, zero, torch.where(ru > 0, torch.minimum(base_l, zero), base_l))
-            hi = torch.where(rl > 0, zero, torch.where(ru > 0, torch.maximum(below_u, zero), base_u))
-            if slack:
-                mag = torch.maximum(hi, -lo).add_(1)
-                lo, hi = torch.add(lo, mag, alpha=-slack), torch.add(hi, mag, alpha=slack)
-            if mem_bounds is not None:
-                lo, hi = torch.maximum(lo, mem_bounds[0][t]), torch.minimum(hi, mem_bounds[1][t])
-            ml, mu = lo, hi
-            sl, su = self.spike(ml), self.spike(mu)
-            rl, ru = sl.detach(), su.detach()
-            for seq, v in zip(out, (sl, su, ml, mu), strict=True):
-                seq.append(v)
-        return out
+            return super().membrane_interval(ml, mu, rl, ru, il, iu, beta, thr)
+        base_l = beta * ml + il
+        base_u = beta * mu + iu
+        below_u = beta * torch.minimum(mu, thr + torch.zeros_like(mu)) + iu
+        zero = torch.zeros_like(base_l)
+        lo = torch.where(rl > 0, zero, torch.where(ru > 0, torch.minimum(base_l, zero), base_l))
+        hi = torch.where(rl > 0, zero, torch.where(ru > 0, torch.maximum(below_u, zero), base_u))
+        return lo, hi
 
     # ------------------------------------------------------------ linear rule
     def linear_backward(self, lam_s, lam_u, steps, mem_l, mem_u, rule="scrown", sigma=None,
@@ -141,24 +122,8 @@ class SynapticOp(LeakyOp):
         nxt = None  # coefficients on m_{t+1} (times β: on U_t)
         out = [None] * steps
         for t in reversed(range(steps)):
-            spk = lam_s[t] if lam_s is not None else None
-            if spk is None and nxt is None:
-                lam = torch.zeros_like(ref[t])
-            elif sigma is None and record is None:
-                lam, c = _joint_line("none", beta, thr, spk, nxt, ml[t], mu[t], rule)
-                const, mag = const + dot_neurons(c, 1), mag + dot_neurons(c.abs(), 1)
-            else:
-                f = joint_fn("none", beta, thr, spk, nxt)
-                lo, hi = ml[t].unsqueeze(1), mu[t].unsqueeze(1)
-                lam, c = joint_lower(f, lo, hi, rule, None if sigma is None else sigma[t])
-                if record is not None:
-                    record[t] = joint_sigma(f, lo, hi, lam)
-                const, mag = const + dot_neurons(c, 1), mag + dot_neurons(c.abs(), 1)
-            if lam_u is not None:
-                lam = lam + lam_u[t]
-            if slack:
-                pad = rounding_pad(ml[t], mu[t], slack)
-                const = const - dot_neurons(lam.abs(), pad.unsqueeze(1))
+            lam, const, mag = self.membrane_line(
+                "none", t, lam_s, lam_u, nxt, ml, mu, rule, sigma, record, slack, const, mag)
             # U_t is m_t or 0, m_t = β U_{t-1} + syn_t: a line in m_t
             prev_l = ml[t - 1] if t else torch.zeros_like(ml[0])
             prev_u = mu[t - 1] if t else torch.zeros_like(mu[0])
@@ -270,10 +235,6 @@ class SynapticOp(LeakyOp):
             r_cols = np.zeros(n, dtype=np.int64)
             r_cols[free] = scols
         return spikes, mems
-
-    @classmethod
-    def from_module(cls, module: nn.Module, path: str) -> SynapticOp:
-        return super().from_module(module, path)
 
 
 def _zero_reset_line(lam: Tensor, beta: Tensor, thr: Tensor, prev_l: Tensor, prev_u: Tensor,
