@@ -167,7 +167,7 @@ def make_setup(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Prop
     return Setup(
         ops=ops, in_shapes=_in_shapes(ops, sample, x), static=static, first_leaky=leaky[0],
         lo=lo, hi=hi, x0=x if isinstance(threat, FlipBudget) else None, threat=threat,
-        mem_l=mem_l, mem_u=mem_u, cur=cur, out_pad=out_pad, inputs=dict(prop.inputs),
+        mem_l=mem_l, mem_u=mem_u, cur=cur, out_pad=out_pad, inputs=relaxed_inputs(prop),
         slack=slack, num_steps=bnet.steps_for(x),
         batch=bnet.batch_size(x), plan=plan,
     )
@@ -200,6 +200,12 @@ def affine_backward(op: BoundOp, lam: Tensor, in_shape: tuple[int, ...], timed: 
         const = mag = None
     new = op.backward(lam.reshape((-1, *lam.shape[len(lead):])), in_shape)
     return new.reshape((*lead, *in_shape)), const, mag
+
+
+def relaxed_inputs(prop: Propagation) -> dict[int, tuple[Tensor, Tensor]]:
+    """The input bounds of the relaxed ops of ``prop`` as tensors (per-step lists stacked)."""
+    return {i: tuple(v if isinstance(v, Tensor) else torch.stack(v) for v in pair)
+            for i, pair in prop.inputs.items()}
 
 
 def relaxed_backward(op: BoundOp, lam: Tensor, bounds: tuple[Tensor, Tensor], timed: bool,
@@ -422,7 +428,7 @@ def repropagate(setup: Setup) -> Propagation:
     for i, rec in zip(leaky, prop.layers, strict=True):
         setup.mem_l[i], setup.mem_u[i] = rec.steps("mem_l"), rec.steps("mem_u")
         setup.cur[i] = (rec.steps("cur_l"), rec.steps("cur_u"))
-    setup.inputs = dict(prop.inputs)
+    setup.inputs = relaxed_inputs(prop)
     return prop
 
 

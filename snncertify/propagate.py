@@ -70,12 +70,13 @@ class LayerRecord:
 class Propagation:
     """Output of a propagation: per-step network outputs ``[T, B, ...]``, Leaky records,
     and the input bounds of every relaxed op (``op.relaxed``, e.g. MaxPool2d):
-    ``inputs[i] = (lower, upper)``, ``[B, ...]`` when static else ``[T, B, ...]``."""
+    ``inputs[i] = (lower, upper)``, ``[B, ...]`` when static, else ``[T, B, ...]`` or T
+    tensors ``[B, ...]`` (stacked by whoever reads them: IBP alone never does)."""
 
     out_l: Tensor
     out_u: Tensor
     layers: list[LayerRecord] = field(default_factory=list)
-    inputs: dict[int, tuple[Tensor, Tensor]] = field(default_factory=dict)
+    inputs: dict[int, tuple[Seq, Seq]] = field(default_factory=dict)
 
 
 def _apply(op: BoundOp, fn, *xs: Seq, static: bool) -> tuple[Seq, ...]:
@@ -156,7 +157,7 @@ def interval(
     layers, inputs = [], {}
     for i, op in enumerate(ops):
         if op.relaxed:
-            inputs[i] = (lo, hi) if static else (torch.stack(list(lo)), torch.stack(list(hi)))
+            inputs[i] = (lo, hi)
         if op.stateful:
             rec_l = _stacked(lo, static, num_steps) if static else lo
             rec_u = _stacked(hi, static, num_steps) if static else hi
