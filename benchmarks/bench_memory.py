@@ -90,7 +90,6 @@ def run_one(net_name: str, method: str, batch: int, budget: str, device: str,
     row["seconds"] = time.perf_counter() - start
     peak = torch.cuda.max_memory_allocated() if cuda else _status("VmHWM")
     row["peak_mib"] = (peak - before) / 2**20
-    row["plan_batch"] = None
     return row
 
 
@@ -141,7 +140,6 @@ def main() -> None:
                         row = {"status": f"timeout > {args.timeout:.0f} s"}
                     row = {"net": net, "method": method, "batch": batch, "budget": budget,
                            "grad": not args.no_grad, **row}
-                    row.pop("plan_batch", None)
                     limit = _bytes(budget)
                     if row.get("peak_mib") is not None and limit is not None \
                             and row["peak_mib"] * 2**20 > limit:

@@ -33,7 +33,7 @@ from snncertify.training.checkpoint import load_checkpoint, versions
 from snncertify.training.datasets import make_loader, test_subset
 from snncertify.training.loop import evaluate
 
-from . import hub
+from . import hub, registry
 from .registry import CARDS_DIR, _cards
 
 #: the fields of an ``attacks.evaluate`` row kept on a card (its ``attack`` renamed ``column``)
@@ -167,12 +167,9 @@ def refresh_bounds(name: str, data_root: str | None, device: str = "cpu",
     Returns the changed numbers (empty: none). Raises ``ValueError`` (card untouched)
     if a new verified accuracy exceeds the card's worst-case attack accuracy.
     """
-    from .registry import card as get_card
-    from .registry import load_bounded
-
-    c = get_card(name)
+    c = registry.card(name)
     proto = c["protocol"]
-    bnet = load_bounded(name).to(device).eval()
+    bnet = registry.load_bounded(name).to(device).eval()
     x, y = test_subset(c["dataset"], data_root, proto["n"], proto["subset_seed"])
     threads = torch.get_num_threads()
     torch.set_num_threads(proto.get("threads", threads))
