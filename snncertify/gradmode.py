@@ -46,7 +46,7 @@ class GradMode:
     exact = True
 
     def spike(self, op, u: Tensor) -> Tensor:
-        return op.module.spike_grad(u)
+        return op.module.spike_grad(u).to(u.dtype)  # snnTorch's spikes are float32
 
     def reset(self, op, s: Tensor) -> Tensor:
         return s.detach()
@@ -79,7 +79,7 @@ class Surrogate(GradMode):
         self.name = name
 
     def spike(self, op, u: Tensor) -> Tensor:
-        return self.fn(u)
+        return self.fn(u).to(u.dtype)
 
 
 class RateLaw(GradMode):

@@ -76,3 +76,13 @@ def snntorch_scores(readout: str, out: Tensor, layers: dict) -> Tensor:
     if readout == "membrane":
         return list(layers.values())[-1][0].mean(0)
     return out.sum(0) if readout == "count" else out.mean(0)
+
+
+def float64(bnet):
+    """A float64 copy of a ``BoundedSNN`` (its own parameters): where a test compares two
+    numerically different computations of the same spikes (batched vs one by one, chunked
+    vs whole, threads), float32 rounding can flip a spike on some CPUs; float64 rounding
+    is 2^29 times finer and cannot reach a threshold on these nets."""
+    import copy
+
+    return copy.deepcopy(bnet).double()

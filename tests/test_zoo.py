@@ -88,20 +88,32 @@ def test_unpretrained_load_differs_from_pretrained():
     assert any(not torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
-def test_digits_card_columns_reproduce_exactly():
-    """The card's gradient-attack and bound columns, re-measured with its protocol, are equal
-    bit for bit (the full card, SpikeSearch and Square-5000 included: ``python -m zoo eval``)."""
+CARD_SLACK = 2  # samples: another CPU's rounding may flip a spike (PGD's sign steps amplify it)
+
+
+def _same_count(a: dict, b: dict) -> bool:
+    """Two rows of a card agree: the same cell, within CARD_SLACK samples of each other."""
+    if {k: v for k, v in a.items() if k not in ("accuracy", "correct")} != \
+            {k: v for k, v in b.items() if k not in ("accuracy", "correct")}:
+        return False
+    return abs(a["accuracy"] - b["accuracy"]) * a["n"] <= CARD_SLACK + 1e-9
+
+
+def test_digits_card_columns_reproduce():
+    """The card's gradient-attack and bound columns, re-measured with its protocol, agree
+    within CARD_SLACK samples (bit for bit on the machine that wrote it; the full card,
+    SpikeSearch and Square-5000 included: ``python -m zoo eval``)."""
     name = "digits-fc-ibp"
     c = zoo.card(name)
     quick = {**c["protocol"], "attacks": ["fgsm", "pgd", "apgd-ce", "apgd-dlr"],
              "methods": ["ibp", "crown-ibp"]}
     m = measure(zoo.load_bounded(name), "digits", None, quick, progress=False)
-    assert m["clean_accuracy"] == c["clean_accuracy"]
+    assert abs(m["clean_accuracy"] - c["clean_accuracy"]) * c["n_test"] <= CARD_SLACK
     card_rows = {(r["eps"], r["column"]): r for r in c["results"]}
     compared = 0
     for r in m["results"]:
         if r["kind"] != "robust":
-            assert card_rows[(r["eps"], r["column"])] == r
+            assert _same_count(card_rows[(r["eps"], r["column"])], r), r
             compared += 1
     assert compared == len(c["protocol"]["eps"]) * 7
 
@@ -125,7 +137,10 @@ def test_refresh_bounds_rewrites_only_stale_bound_columns(tmp_path, monkeypatch)
         path.write_text(json.dumps(card))
         registry._cards.cache_clear()
         changed = zoo_measure.refresh_bounds(name, None, progress=False)
-        assert changed == [f"eps {row['eps']:g} certified (crown-ibp): 0.0000 -> {true:.4f}"]
+        assert len(changed) == 1
+        head, _, new = changed[0].partition(" -> ")
+        assert head == f"eps {row['eps']:g} certified (crown-ibp): 0.0000"
+        assert abs(float(new) - true) * row["n"] <= CARD_SLACK  # another CPU may flip a spike
         fresh = json.loads(path.read_text())
         assert [r for r in fresh["results"] if r["kind"] != "certified"] == \
             [r for r in card["results"] if r["kind"] != "certified"]  # attacks untouched

@@ -94,7 +94,7 @@ class LeakyOp(BoundOp):
 
     def spike(self, mem: Tensor) -> Tensor:
         """``H(mem - θ)`` with the module's surrogate gradient."""
-        return self.module.spike_grad(mem - self.module.threshold)
+        return self.module.spike_grad(mem - self.module.threshold).to(mem.dtype)
 
     def forward_seq(
         self, cur: list[Tensor], grad: GradMode | None = None
