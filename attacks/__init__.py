@@ -45,15 +45,17 @@ from .suite import (
     Transfer,
     make_attack,
     project,
+    register_attack,
     tie_aware,
     worst_case,
 )
 
-ATTACKS["spike-search"] = SpikeSearch
+register_attack("spike-search", SpikeSearch)
 
 __all__ = [
     "APGD",
     "ATTACKS",
+    "register_attack",
     "DEFAULT_ATTACKS",
     "EOTPGD",
     "FGSM",

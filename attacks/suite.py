@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import inspect
 import math
 import warnings
 from collections.abc import Callable
@@ -61,6 +62,7 @@ __all__ = [
     "make_attack",
     "project",
     "tie_aware",
+    "register_attack",
     "worst_case",
 ]
 
@@ -123,6 +125,17 @@ class _ImageView(nn.Module):
         return self.clf(x.reshape(x.shape[0], *self.sample_shape))
 
 
+#: the torchattacks releases whose internals :func:`tie_aware` hooks (pinned in pyproject.toml)
+TORCHATTACKS_SUPPORTED = ">=3.5.1,<3.6"
+#: the torchattacks methods :func:`tie_aware` overrides and calls, per attack class
+_TORCHATTACKS_NEEDS = {
+    "FGSM": ("get_logits", "forward"), "PGD": ("get_logits", "forward"),
+    "EOTPGD": ("get_logits", "forward"),
+    "APGD": ("get_logits", "forward", "attack_single_run"),
+    "Square": ("get_logits", "forward", "attack_single_run", "margin_and_loss"),
+}
+
+
 def tie_aware(cls: type) -> type:
     """A torchattacks attack class whose logits count a TIE as a success.
 
@@ -137,6 +150,18 @@ def tie_aware(cls: type) -> type:
     :func:`strict_correct` on the real scores, so the shift can never count a
     sample as broken that is not.
     """
+
+    missing = [f"{cls.__name__}.{m}" for m in _TORCHATTACKS_NEEDS.get(cls.__name__, ("get_logits",))
+               if not callable(getattr(cls, m, None))]
+    params = list(inspect.signature(cls.get_logits).parameters)[:3] if not missing else []
+    if not missing and params[:2] != ["self", "inputs"]:
+        missing.append(f"{cls.__name__}.get_logits(self, inputs, ...) (found {params})")
+    if missing:
+        raise ImportError(
+            f"the tie-aware torchattacks wrappers need torchattacks internals that "
+            f"torchattacks {getattr(torchattacks, '__version__', '?')} lacks or changed: "
+            f"{', '.join(missing)}. Supported: torchattacks {TORCHATTACKS_SUPPORTED} "
+            f"(pip install 'torchattacks{TORCHATTACKS_SUPPORTED}')")
 
     def register(self, y):
         if "_tie_labels" not in self.__dict__:  # past torchattacks' attribute tracking
@@ -513,6 +538,15 @@ ATTACKS: dict[str, Callable[..., Attack]] = {
     "transfer": Transfer,
 }
 # "spike-search" (attacks.spike_search.SpikeSearch) is registered by the package's __init__.
+
+
+def register_attack(name: str, factory: Callable[..., Attack], replace: bool = False) -> None:
+    """Make ``factory`` (keyword arguments -> :class:`Attack`) known as ``name`` to
+    :func:`make_attack`; an existing name is refused (ValueError) unless ``replace=True``."""
+    key = name.strip().lower()
+    if key in ATTACKS and ATTACKS[key] is not factory and not replace:
+        raise ValueError(f"attack {key!r} is already registered; pass replace=True to replace it")
+    ATTACKS[key] = factory
 
 
 def _parse_params(name: str, spec: str) -> tuple[str, dict]:

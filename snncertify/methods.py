@@ -36,8 +36,15 @@ _METHODS: dict[str, BoundFn] = {}
 _COSTS: dict[str, CostFn] = {}
 
 
-def register_method(name: str, fn: BoundFn, cost: CostFn | None = None) -> None:
-    """Register ``fn`` under ``name``, with its memory cost model (default: IBP's)."""
+def register_method(name: str, fn: BoundFn, cost: CostFn | None = None,
+                    replace: bool = False) -> None:
+    """Register ``fn`` under ``name``, with its memory cost model (default: IBP's).
+
+    An existing name is refused (ValueError) unless ``replace=True``."""
+    if name in _METHODS and _METHODS[name] is not fn and not replace:
+        raise ValueError(f"bound method {name!r} is already registered "
+                         f"({getattr(_METHODS[name], '__qualname__', _METHODS[name])}); "
+                         "pass replace=True to replace it")
     _METHODS[name] = fn
     _COSTS[name] = cost or ibp_cost
 

@@ -20,12 +20,23 @@ _EXACT: dict[type, type[BoundOp]] = {}
 _SUBCLASS: dict[type, type[BoundOp]] = {}
 
 
-def register_op(*module_types: type, exact: bool = False) -> Callable[[type], type]:
-    """Class decorator: ``module_types`` are bounded by the decorated op class."""
+def register_op(*module_types: type, exact: bool = False,
+                replace: bool = False) -> Callable[[type], type]:
+    """Class decorator: ``module_types`` are bounded by the decorated op class.
+
+    A module type that already has an op class is refused (ValueError naming both)
+    unless ``replace=True``."""
 
     def deco(cls: type[BoundOp]) -> type[BoundOp]:
+        table = _EXACT if exact else _SUBCLASS
         for t in module_types:
-            (_EXACT if exact else _SUBCLASS)[t] = cls
+            old = table.get(t)
+            if old is not None and old is not cls and not replace:
+                raise ValueError(f"{t.__module__}.{t.__name__} is already bounded by "
+                                 f"{old.__module__}.{old.__name__}; pass replace=True to "
+                                 f"register {cls.__name__} instead")
+        for t in module_types:
+            table[t] = cls
         return cls
 
     return deco
