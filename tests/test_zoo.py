@@ -309,3 +309,31 @@ def test_loading_never_unpickles_code(tmp_path, monkeypatch):
     monkeypatch.setattr(registry, "_entry", lambda name: c)
     with pytest.raises(pickle.UnpicklingError):
         zoo.load("digits-fc-clean")
+
+
+def _strings(v):
+    if isinstance(v, str):
+        yield v
+    elif isinstance(v, dict):
+        for x in v.values():
+            yield from _strings(x)
+    elif isinstance(v, list):
+        for x in v:
+            yield from _strings(x)
+
+
+def test_no_card_holds_a_machine_path():
+    """Every card's commands reproduce elsewhere: relative paths and placeholders only."""
+    import re
+
+    absolute = re.compile(r"(^|[\s='\"])(/|~/|[A-Za-z]:\\)\S")
+    for name in zoo.list_entries():
+        for s in _strings(zoo.card(name)):
+            assert not absolute.search(s), (name, s)
+    from zoo.measure import portable_command
+
+    cmd = "python -m snncertify.train --data-root /srv/data --out /home/me/runs/x --epochs 2"
+    assert portable_command(cmd, "x") == \
+        "python -m snncertify.train --data-root DATA --out runs/x --epochs 2"
+    with pytest.raises(ValueError, match="machine path '--init=/tmp/w.pt'"):
+        portable_command("python -m snncertify.train --init=/tmp/w.pt", "x")

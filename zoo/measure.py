@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -38,6 +39,27 @@ from .registry import CARDS_DIR, _cards
 
 #: the fields of an ``attacks.evaluate`` row kept on a card (its ``attack`` renamed ``column``)
 ROW_KEYS = ("eps", "column", "kind", "accuracy", "correct", "n")
+
+#: what a card's commands say instead of a machine's data folder
+DATA_PLACEHOLDER = "DATA"
+
+
+def portable_command(command: str | None, name: str) -> str | None:
+    """``command`` as it reproduces on another machine: ``--out`` becomes ``runs/<name>``,
+    ``--data-root`` becomes ``DATA``; any other absolute path is an error (ValueError)."""
+    if command is None:
+        return None
+    words, out = shlex.split(command), []
+    for i, w in enumerate(words):
+        flag = words[i - 1] if i else ""
+        if flag == "--out":
+            w = f"runs/{name}"
+        elif flag == "--data-root":
+            w = DATA_PLACEHOLDER
+        elif w.startswith(("/", "~")) or w.split("=", 1)[-1].startswith(("/", "~")):
+            raise ValueError(f"card {name}: the command holds the machine path {w!r}: {command}")
+        out.append(w)
+    return shlex.join(out)
 
 
 def default_protocol(dataset: str, eps: float) -> dict[str, Any]:
@@ -135,12 +157,13 @@ def add_run(run: str | Path, data_root: str | None, protocol: dict[str, Any] | N
     dst = hub.PACKAGE_DIR / f"{name}.pt"
     with atomic_path(dst) as tmp:
         shutil.copyfile(Path(run) / "model.pt", tmp)
-    root = "DIR" if cfg["dataset"] != "digits" else None
+    root = DATA_PLACEHOLDER if cfg["dataset"] != "digits" else None
+    training_cfg = cfg | {"command": portable_command(cfg.get("command"), name)}
     card = {
         "name": name, "dataset": cfg["dataset"], "arch": cfg["arch"],
         "defense": defense_label(cfg), "neuron": cfg.get("neuron", {}),
         "neurons": cfg.get("neurons", []), "certify": cfg["certify"],
-        "training": {k: cfg.get(k) for k in ("defense", "defense_params", "optim", "batch_size",
+        "training": {k: training_cfg.get(k) for k in ("defense", "defense_params", "optim", "batch_size",
                                              "epochs_done", "seed", "train_samples", "device",
                                              "world_size", "command")}
         | {"epoch_seconds_mean": cfg.get("metrics", {}).get("epoch_seconds_mean")},
