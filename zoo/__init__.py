@@ -6,7 +6,7 @@
     net = zoo.load("mnist-fc-ibp")         # an unmodified snnTorch nn.Sequential, eval mode
     bnet = zoo.load_bounded("mnist-fc-ibp")  # certify(net, **card["certify"])
 
-Command line: ``python -m zoo list | card NAME | download NAME | eval NAME [--data-root DIR]
+Command line: ``python -m zoo list | card NAME | download NAME | eval NAME [--data-root DATA]
 | reproduce | table | add RUN``. Names read ``<dataset>-<arch>[-rate]-<defense>``.
 """
 

@@ -6,8 +6,8 @@
     python -m zoo eval mnist-fc-ibp --data-root ../shared/data    # re-measure one card
     python -m zoo reproduce --data-root ../shared/data             # re-measure every card
     python -m zoo table --dataset mnist                            # headline numbers (Markdown)
-    python -m zoo add RUN_FOLDER [--data-root DIR]                 # maintainers: measure + add
-    python -m zoo refresh-bounds [--names ...] [--data-root DIR]   # maintainers: after a bound change
+    python -m zoo add RUN_FOLDER [--data-root DATA]                 # maintainers: measure + add
+    python -m zoo refresh-bounds [--names ...] [--data-root DATA]   # maintainers: after a bound change
 
 ``eval`` and ``reproduce`` print every number that differs from the card and
 exit with status 1 if any does.

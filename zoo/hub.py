@@ -3,9 +3,9 @@
 A card's ``"weights"`` entry names the file, its full SHA-256 and the URL it
 is published at. :func:`weights_path` resolves it, in this order:
 
-1. ``zoo/checkpoints/<file>`` next to this module: the digits entries ship in
-   the package; a source checkout (editable install) holds every entry's file
-   there and uses it in place, without any network.
+1. ``zoo/checkpoints/<file>`` next to this module: every file of the repository's
+   ``zoo/checkpoints`` ships as package data (``pip install .`` or editable), used in
+   place without any network.
 2. the cache, ``$SNNCERTIFY_ZOO_CACHE`` or else ``<torch.hub.get_dir()>/checkpoints/snncertify``
    (torch.hub's convention: ``$TORCH_HOME``, ``torch.hub.set_dir``).
 3. a download (``torch.hub.download_url_to_file``: a ``.partial`` file in the
