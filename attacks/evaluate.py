@@ -23,9 +23,9 @@ from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from snncertify import BoundedSNN
+from snncertify.progress import progress_bar
 
 from . import checks, report
 from .classifier import AttackableSNN
@@ -185,8 +185,8 @@ def evaluate(
 
     clean = [clf.correct(x, y) for x, y in batches]
     results = Results()
-    bar = tqdm(total=len(eps_list) * len(batches) * (len(atks) + len(methods) + int(exact)),
-               disable=not progress, desc="evaluate", leave=False)
+    bar = progress_bar(total=len(eps_list) * len(batches) * (len(atks) + len(methods) + int(exact)),
+                       disable=not progress, desc="evaluate", unit="column", leave=False)
     robust_by_eps: dict[float, Tensor] = {}
     cert_by_eps: dict[float, dict[str, Tensor]] = {}
     try:
@@ -206,8 +206,9 @@ def evaluate(
                     ok = torch.zeros_like(ok0)
                     x_out = x.clone()
                     if len(idx):
-                        inner = tqdm(total=atk.expected_queries, desc=f"  {lab}", unit="query",
-                                     disable=not progress, leave=False, position=1)
+                        inner = progress_bar(total=atk.expected_queries, desc=f"  {lab}",
+                                             unit="query", disable=not progress, leave=False,
+                                             position=1)
                         clf.on_query = inner.update
                         try:
                             x_adv = atk(clf, x[idx], y[idx], e)

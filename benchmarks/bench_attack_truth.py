@@ -35,11 +35,11 @@ from pathlib import Path
 import snntorch as snn
 import torch
 from torch import nn
-from tqdm import tqdm
 
 import attacks
 from snncertify import certify, exact
 from snncertify.io import atomic_path
+from snncertify.progress import progress_bar
 from snncertify.report import to_markdown, write_csv, write_markdown
 from snncertify.training import load_digits_split, train_certified, train_clean
 
@@ -214,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
     if not chosen:
         raise SystemExit(f"no setting matches {sel}; known: {[s.name for s in SETTINGS]}")
     rows: list[dict] = []
-    for s in tqdm(chosen, desc="settings"):
+    for s in progress_bar(chosen, desc="settings", unit="setting"):
         run_setting(s, args, rows)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

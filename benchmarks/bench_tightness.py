@@ -29,10 +29,10 @@ import numpy as np
 import snntorch as snn
 import torch
 from torch import nn
-from tqdm import tqdm
 
 import snncertify
 from snncertify import exact
+from snncertify.progress import progress_bar
 from snncertify.report import write_csv, write_markdown
 from snncertify.training import evaluate_accuracy, load_digits_split, load_mnist, train_certified
 
@@ -81,7 +81,7 @@ def min_margin(bnet, x, y, eps, method: str) -> torch.Tensor:
 def run_methods(bnet, x, y, eps_values, methods, model: str, rows: list[dict],
                 exact_margins: dict | None = None) -> None:
     for eps in eps_values:
-        for method in tqdm(methods, desc=f"{model} eps={eps:g}", leave=False):
+        for method in progress_bar(methods, desc=f"{model} eps={eps:g}", unit="method", leave=False):
             t0 = time.perf_counter()
             margins = torch.cat([min_margin(bnet, x[i:i + 25], y[i:i + 25], eps, method)
                                  for i in range(0, len(y), 25)]).detach()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from .budget import CostModel, Plan, Sizes
 from .crown import (
@@ -33,6 +32,7 @@ from .crown import (
     output_lower,
 )
 from .methods import register_method
+from .progress import progress_bar
 from .threat import Threat
 
 ITERATIONS = 20
@@ -79,8 +79,8 @@ def alpha_crown(
         step = setup.rows_per_pass(rows)
         setup.plan = None  # each chunk of rows below is one pass
         starts = range(0, rows, step)
-        with tqdm(total=len(starts) * iterations, desc="alpha-crown: optimising slopes",
-                  unit="it", disable=None, leave=False) as bar:
+        with progress_bar(total=len(starts) * iterations, desc="alpha-crown: optimising slopes",
+                          unit="it", leave=False, log=False) as bar:
             best = torch.cat([
                 optimise(bnet, setup, C2[:, a:a + step], best[:, a:a + step], iterations, lr, bar)
                 for a in starts], dim=1)
@@ -108,7 +108,7 @@ def initial_sigmas(bnet, setup: Setup, C: Tensor) -> dict[int, Tensor]:
 
 
 def optimise(bnet, setup: Setup, C: Tensor, best: Tensor, iterations: int, lr: float,
-             bar: tqdm | None = None) -> Tensor:
+             bar=None) -> Tensor:
     """Best lower bounds ``[B, M]`` of the rows ``C`` ``[B, M, K]`` seen over ``iterations``
     Adam steps on σ, starting from ``best`` (sound bounds of the same rows); ``bar``
     advances once per step."""

@@ -39,7 +39,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from . import encoding as enc
 from . import propagate
@@ -48,6 +47,7 @@ from .methods import register_method, spec_interval
 from .ops import BoundOp
 from .ops.base import dot_neurons as _dot
 from .ops.base import rounding_pad
+from .progress import progress_bar
 from .propagate import Propagation, ends_in_leaky
 from .readout import readout_bounds
 from .threat import FlipBudget, Threat
@@ -445,8 +445,8 @@ def refine_intermediate(setup: Setup) -> Propagation:
     """
     first = True
     leaky = [j for j, op in enumerate(setup.ops) if op.stateful]
-    bar = tqdm(total=len(leaky) * setup.num_steps, desc="crown: refining membranes",
-               unit="step", disable=None, leave=False)
+    bar = progress_bar(total=len(leaky) * setup.num_steps, desc="crown: refining membranes",
+                       unit="step", leave=False, log=False)
     for j in leaky:
         op = setup.ops[j]
         if not first:

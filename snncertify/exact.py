@@ -77,6 +77,7 @@ from torch import Tensor
 
 from .methods import register_method, spec_interval
 from .milp import Expr, Model, gamma, to_np
+from .progress import progress_bar
 from .readout import readout_bounds
 from .threat import FlipBudget, LinfBall, Threat
 
@@ -492,8 +493,7 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
     results = []
     it = range(bnet.batch_size(x))
     if progress:
-        from tqdm import tqdm
-        it = tqdm(it, desc="exact", leave=False)
+        it = progress_bar(it, desc="exact", unit="sample", leave=False)
     for b in it:
         t0 = time.perf_counter()
         yb = int(y[b])

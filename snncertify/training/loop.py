@@ -31,10 +31,10 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler
-from tqdm.auto import tqdm
 
 from attacks.classifier import strict_correct
 
+from ..progress import progress_bar
 from ..wrapper import BoundedSNN
 from .checkpoint import load_config, neuron_params, save_checkpoint, save_torch, versions
 from .defenses import Defense
@@ -225,8 +225,9 @@ class Trainer:
             self.resume()
         nb = len(self._batches(len(train.dataset), train.batch_size, False, train.drop_last))
         self.total_updates = max(1, self.epochs * nb * per_batch)
-        bar = tqdm(total=self.epochs * nb, initial=self.epoch * nb, disable=not self.progress,
-                   desc=f"train {self.defense.name}", unit="batch")
+        bar = progress_bar(total=self.epochs * nb, disable=not self.progress,
+                           desc=f"train {self.defense.name}", unit="batch")
+        bar.update(self.epoch * nb)  # resumed: the epochs already done
         stop = self.epochs if until is None else min(int(until), self.epochs)
         while self.epoch < stop:
             torch.manual_seed(self.seed * 1_000_003 + self.epoch * 101 + self.rank)

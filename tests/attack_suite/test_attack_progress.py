@@ -49,7 +49,7 @@ def test_evaluate_shows_a_bar_inside_each_attack(direct_model, monkeypatch):
         def close(self):
             pass
 
-    monkeypatch.setattr(evaluate_mod, "tqdm", Recorder)
+    monkeypatch.setattr(evaluate_mod, "progress_bar", Recorder)
     attacks.evaluate(direct_model.bnet, (direct_model.x[:16], direct_model.y[:16]), [0.005],
                      ["pgd", "square(n_queries=25)"], batch_size=8, run_sanity_checks=False)
     inner = [b for b in bars if "Square-25" in b.desc]
