@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
+from snncertify.report import fmt_percent
+
 __all__ = [
     "ConsistencyError",
     "MaskingWarning",
@@ -86,7 +88,7 @@ def check_monotone(rows: Sequence[dict], tol: float = 0.0) -> list[str]:
     """Robust accuracy must not increase with eps (the balls are nested)."""
     seq = [(e, next(iter(d.values()))["accuracy"]) for e, d in _by_eps(rows, "robust").items()]
     return [
-        f"robust accuracy INCREASES from {a0:.4f} at eps={e0:g} to {a1:.4f} at eps={e1:g}: "
+        f"robust accuracy INCREASES from {fmt_percent(a0)} at eps={e0:g} to {fmt_percent(a1)} at eps={e1:g}: "
         "the attacks fail to find points that exist (the smaller ball's attacks lie in "
         "the larger ball) - a sign of masked gradients or too few steps/restarts"
         for (e0, a0), (e1, a1) in zip(seq, seq[1:], strict=False)
@@ -102,7 +104,7 @@ def check_large_eps(rows: Sequence[dict], max_class_share: float, tol: float = 0
         acc = next(iter(d.values()))["accuracy"]
         if e >= 0.5 and acc > max_class_share + tol:
             out.append(
-                f"robust accuracy {acc:.4f} at eps={e:g} exceeds the largest class share "
+                f"robust accuracy {fmt_percent(acc)} at eps={e:g} exceeds the largest class share "
                 f"{max_class_share:.4f}: at eps >= 0.5 all inputs can reach one common "
                 "point, so the attacks are masked or too weak"
             )
@@ -116,7 +118,7 @@ def check_broken_at(rows: Sequence[dict], eps: float, near_zero: float = 0.05) -
         acc = next(iter(d.values()))["accuracy"]
         if e >= eps and acc > near_zero:
             out.append(
-                f"robust accuracy {acc:.4f} at eps={e:g} of a model declared clean-trained "
+                f"robust accuracy {fmt_percent(acc)} at eps={e:g} of a model declared clean-trained "
                 f"(expected <= {near_zero:g} at eps >= {eps:g}): masked or weak attacks"
             )
     return out

@@ -60,8 +60,9 @@ class Results(list):
     def to_csv(self, path) -> None:
         report.to_csv(self, path)
 
-    def to_markdown(self, path=None, percent: bool = True) -> str:
-        return report.to_markdown(self, path, percent)
+    def to_markdown(self, path=None) -> str:
+        """The rows as a Markdown table, accuracies in percent (``attacks.report.to_markdown``)."""
+        return report.to_markdown(self, path)
 
     def plot(self, path, title: str | None = None) -> None:
         report.plot(self, path, title)

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 
 from snncertify.io import write_text
-from snncertify.report import plot_lines
+from snncertify.report import percent, plot_lines
 
 __all__ = ["read_csv", "to_csv", "to_markdown", "plot"]
 
@@ -61,9 +61,9 @@ def _columns(rows: Sequence[dict]) -> list[str]:
     return sorted(seen, key=seen.get)
 
 
-def to_markdown(rows: Sequence[dict], path: str | os.PathLike | None = None,
-                percent: bool = True) -> str:
-    """A table with one row per eps and one column per attack (accuracy, % by default)."""
+def to_markdown(rows: Sequence[dict], path: str | os.PathLike | None = None) -> str:
+    """A table with one row per eps and one column per attack: accuracy in percent, one
+    decimal (``snncertify.report.percent``), as every table of the project."""
     cols = _columns(rows)
     table: dict[float, dict[str, float]] = {}
     for r in rows:
@@ -73,7 +73,7 @@ def to_markdown(rows: Sequence[dict], path: str | os.PathLike | None = None,
         cells = []
         for c in cols:
             v = table[e].get(c)
-            cells.append("" if v is None else (f"{100 * v:.1f}" if percent else f"{v:.4f}"))
+            cells.append("" if v is None else str(percent(v)))
         lines.append(f"| {e:g} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     if path is not None:
@@ -85,7 +85,7 @@ def plot(rows: Sequence[dict], path: str | os.PathLike, title: str | None = None
     """PNG: accuracy (%) vs eps, one line per column (``snncertify.report.plot_lines``):
     worst case (robust) bold, certified dashed, clean dotted; coinciding lines offset."""
     order = _columns(rows)
-    pct = [{"eps": float(r["eps"]), "column": r["attack"], "accuracy (%)": 100 * float(r["accuracy"])}
+    pct = [{"eps": float(r["eps"]), "column": r["attack"], "accuracy (%)": percent(r["accuracy"])}
            for r in sorted(rows, key=lambda r: order.index(r["attack"]))]
     plot_lines(pct, "eps", "accuracy (%)", "column", path, title=title or "",
                xlabel="eps (L-inf, input in [0, 1])", ylim=(-2, 102), dodge=0.004)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import attacks
-from snncertify.report import pivot, plot_bars, write_csv, write_markdown
+from snncertify.report import fmt_percent, percent, pivot, plot_bars, write_csv, write_markdown
 from snncertify.training.checkpoint import load_checkpoint
 from snncertify.training.datasets import make_loader, test_subset
 from snncertify.training.loop import evaluate
@@ -68,17 +68,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for r in res:
             rows.append({"run": name, "defense": cfg["defense"], "encoding": bnet.encoding,
                          "eps": float(r["eps"]), "column": r["attack"],
-                         "accuracy_pct": 100 * float(r["accuracy"]), "n": a.n})
+                         "accuracy_pct": percent(r["accuracy"]), "n": a.n})
         rel = secs / clean_epoch if clean_epoch else float("nan")
-        print(f"{name}: clean {100 * full:.2f} % (full test set); eval {time.perf_counter() - start:.0f} s; "
+        print(f"{name}: clean {fmt_percent(full)} (full test set); eval {time.perf_counter() - start:.0f} s; "
               f"{secs:.1f} s/epoch = {rel:.2f}x clean")
         n_test = cfg.get("metrics", {}).get("n_test")
-        extra[name] = {"clean, full test set": 100 * full, "n_test": n_test,
+        extra[name] = {"clean, full test set": percent(full), "n_test": n_test,
                        "epoch s": secs, "epoch time / clean": rel}
         for e in eps:
             rows.append({"run": name, "defense": cfg["defense"], "encoding": bnet.encoding,
                          "eps": float(e), "column": "clean, full test set",
-                         "accuracy_pct": 100 * full, "n": n_test})
+                         "accuracy_pct": percent(full), "n": n_test})
     out = Path(a.out)
     write_csv(rows, out / "defenses.csv")
     wide = pivot([r for r in rows if r["column"] != "clean, full test set"],

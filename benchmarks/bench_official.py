@@ -173,11 +173,13 @@ def others(y: torch.Tensor, k: int = 10) -> torch.Tensor:
 
 def show(rows: list[dict]) -> str:
     """Markdown table for the console: small floats in scientific notation."""
-    def fmt(v):
+    def fmt(k, v):
+        if isinstance(v, float) and "%" in k:  # percentages: the format of every table
+            return f"{v:.1f}"
         if isinstance(v, float) and v == v and v != 0 and abs(v) < 0.01:
             return f"{v:.2e}"
         return f"{v:.4f}" if isinstance(v, float) else v
-    return to_markdown([{k: fmt(v) for k, v in r.items()} for r in rows])
+    return to_markdown([{k: fmt(k, v) for k, v in r.items()} for r in rows])
 
 
 def timed(fn, *args, **kwargs):

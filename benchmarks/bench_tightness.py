@@ -33,7 +33,7 @@ from torch import nn
 import snncertify
 from snncertify import exact
 from snncertify.progress import progress_bar
-from snncertify.report import write_csv, write_markdown
+from snncertify.report import fmt_percent, write_csv, write_markdown
 from snncertify.training import evaluate_accuracy, load_digits_split, load_mnist, train_certified
 
 METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
@@ -111,7 +111,7 @@ def mnist_part(args, rows: list[dict]) -> None:
     train_certified(bnet, xtr, ytr, eps=args.eps_train, epochs=args.epochs, lr=2e-3,
                     batch_size=128, seed=args.seed)
     acc = evaluate_accuracy(bnet, xte, yte)
-    print(f"MNIST 784-{args.hidden}-10, T={args.steps}: clean test accuracy {acc:.4f}")
+    print(f"MNIST 784-{args.hidden}-10, T={args.steps}: clean test accuracy {fmt_percent(acc)}")
     rows.append({"model": f"mnist-fc{args.hidden}", "eps": 0.0, "method": "clean",
                  "n": len(yte), "verified_acc": acc})
     methods = [m for m in METHODS if m in snncertify.available_methods()]
@@ -127,7 +127,7 @@ def digits_part(args, rows: list[dict]) -> None:
     train_certified(bnet, xtr, ytr, eps=2 * max(args.small_eps), epochs=40, lr=2e-3,
                     batch_size=64, seed=args.seed)
     acc = evaluate_accuracy(bnet, xte, yte)
-    print(f"digits 64-16-10, T=4: clean test accuracy {acc:.4f}")
+    print(f"digits 64-16-10, T=4: clean test accuracy {fmt_percent(acc)}")
     rows.append({"model": "digits-fc16", "eps": 0.0, "method": "clean", "n": len(yte),
                  "verified_acc": acc})
     x, y = xte[:args.small_n], yte[:args.small_n]

@@ -30,7 +30,7 @@ import torch
 
 import attacks
 import zoo
-from snncertify.report import pivot, plot_lines, to_markdown, write_csv, write_markdown
+from snncertify.report import percent, pivot, plot_lines, to_markdown, write_csv, write_markdown
 from snncertify.training.datasets import test_subset
 
 LINEAR = ("crown-ibp", "crown", "alpha-crown")
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         problems += [f"{card['defense']}: {v}" for v in attacks.check_consistency(res)]
         rows += [{"dataset": args.dataset, "model": name, "defense": card["defense"],
                   "eps": float(r["eps"]), "column": column_name(r),
-                  "accuracy_pct": round(100 * float(r["accuracy"]), 2), "n": n} for r in res]
+                  "accuracy_pct": percent(r["accuracy"]), "n": n} for r in res]
         print(f"{name}: done in {seconds:.0f} s ({time.perf_counter() - start:.0f} s so far)",
               flush=True)
     if problems:

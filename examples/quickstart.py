@@ -23,7 +23,15 @@ from torch import nn
 
 import attacks
 import snncertify
-from snncertify.report import pivot, plot_lines, to_markdown, write_csv, write_markdown
+from snncertify.report import (
+    fmt_percent,
+    percent,
+    pivot,
+    plot_lines,
+    to_markdown,
+    write_csv,
+    write_markdown,
+)
 from snncertify.training import evaluate_accuracy, load_digits_split, train_certified, train_clean
 
 
@@ -64,7 +72,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         else:
             train_certified(bnet, xtr, ytr, eps=args.train_eps, epochs=args.epochs, seed=args.seed)
         print(f"{name:9} trained in {time.perf_counter() - t0:5.1f} s, clean test accuracy "
-              f"{evaluate_accuracy(bnet, xte, yte):.3f} ({len(yte)} digits)")
+              f"{fmt_percent(evaluate_accuracy(bnet, xte, yte))} ({len(yte)} digits)")
         models[name] = bnet
 
     rows = []
@@ -73,14 +81,16 @@ def main(argv: list[str] | None = None) -> list[dict]:
             warnings.simplefilter("ignore", attacks.SanityWarning)
             res = attacks.evaluate(bnet, (xte, yte), eps=args.eps, attacks=suite,
                                    certify=args.methods, seed=args.seed)
-        rows += [{"model": name, "eps": r["eps"], "column": r["attack"], "accuracy": r["accuracy"]}
-                 for r in res]
-    table = pivot(rows, ("model", "eps"), "column", "accuracy")
+        rows += [{"model": name, "eps": r["eps"], "column": r["attack"],
+                  "accuracy_pct": percent(r["accuracy"])} for r in res]
+    table = pivot(rows, ("model", "eps"), "column", "accuracy_pct")
+    print("accuracy (%) of the", len(yte), "test digits")
     print(to_markdown(table))
     out = Path(args.out)
     write_csv(rows, out / "quickstart.csv")
-    write_markdown(table, out / "quickstart.md", title="Digits: clean vs certified training (accuracy)")
-    plot_lines(rows, "eps", "accuracy", "column", out / "quickstart.png", panel="model",
+    write_markdown(table, out / "quickstart.md", title="Digits: clean vs certified training, accuracy (%)")
+    plot_lines(rows, "eps", "accuracy_pct", "column", out / "quickstart.png", panel="model",
+               ylabel="accuracy (%)",
                title=f"digits, FC 64-128-10, T={args.steps}: clean vs certified training")
     print(f"wrote {out}/quickstart.csv, quickstart.md and quickstart.png")
     return rows

@@ -14,7 +14,32 @@ from .io import atomic_path, write_text
 Row = dict[str, object]
 
 
+class Percent(float):
+    """An accuracy in percent, shown as every table shows one: one decimal (``97.5``)."""
+
+    def __repr__(self) -> str:
+        return f"{float(self):.1f}"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return format(float(self), spec or ".1f")
+
+
+def percent(fraction: float) -> Percent:
+    """A fraction in [0, 1] (the API's unit: ``clean_accuracy``, a row's ``accuracy``) as
+    the percent every user-facing table, plot and message shows (rounded to 0.1)."""
+    return Percent(round(100 * float(fraction), 1))
+
+
+def fmt_percent(fraction: float) -> str:
+    """``fraction`` in prose: ``"97.5 %"``."""
+    return f"{percent(fraction)} %"
+
+
 def _fmt(v: object) -> str:
+    if isinstance(v, Percent):
+        return str(v)
     return f"{v:.4f}" if isinstance(v, float) else str(v)
 
 

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 
 from . import certify
+from .report import fmt_percent
 from .training.archs import ARCHS, build_arch
 from .training.datasets import DATASETS, make_loader
 from .training.defenses import DEFENSES, make_defense
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if "metrics" in cfg:
         m = cfg["metrics"]
         print(f"{cfg['defense']} on {cfg['dataset']} ({cfg['arch']}): clean accuracy "
-              f"{100 * m['clean_accuracy']:.2f} % of {m['n_test']} test samples; "
+              f"{fmt_percent(m['clean_accuracy'])} of {m['n_test']} test samples; "
               f"{m['epoch_seconds_mean']:.1f} s/epoch; saved to {a.out}")
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

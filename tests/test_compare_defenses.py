@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tables import assert_percent_table
 
 import attacks
 import zoo
@@ -48,6 +49,7 @@ def test_compare_writes_table_and_plots(compare, tmp_path, capsys):
     md = (tmp_path / "compare_defenses.md").read_text()
     assert "n = 30" in md or "of 30 test images" in md
     assert md.count("\n| ") == len(defenses) * 2 + 1  # header + one line per defense and eps
+    assert_percent_table(md, skip=("defense", "eps", "n"))
     out = capsys.readouterr().out
     assert "worst-case attack" in out and "checked: verified <= worst-case attack" in out
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tables import assert_percent_table
 
 import snncertify
 from snncertify.io import atomic_path, write_text
@@ -105,7 +106,8 @@ def test_quickstart_main_job_runs_and_writes_its_outputs(tmp_path):
                             "--square-queries", "20"])
     assert {p.name for p in tmp_path.iterdir()} == {"quickstart.csv", "quickstart.md",
                                                     "quickstart.png"}
-    by = {(r["model"], r["eps"], r["column"]): r["accuracy"] for r in rows}
+    assert_percent_table((tmp_path / "quickstart.md").read_text(), skip=("model", "eps"))
+    by = {(r["model"], r["eps"], r["column"]): r["accuracy_pct"] for r in rows}
     for model in ("clean", "certified"):
         for eps in (0.0, 0.02):
             cert = max(v for (m, e, c), v in by.items() if m == model and e == eps

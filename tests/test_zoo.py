@@ -5,12 +5,14 @@ from __future__ import annotations
 import http.server
 import json
 import pickle
+import re
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
 import torch
+from tables import PERCENT_CELL, assert_percent_table
 from torch import nn
 
 import zoo
@@ -139,8 +141,8 @@ def test_refresh_bounds_rewrites_only_stale_bound_columns(tmp_path, monkeypatch)
         changed = zoo_measure.refresh_bounds(name, None, progress=False)
         assert len(changed) == 1
         head, _, new = changed[0].partition(" -> ")
-        assert head == f"eps {row['eps']:g} certified (crown-ibp): 0.0000"
-        assert abs(float(new) - true) * row["n"] <= CARD_SLACK  # another CPU may flip a spike
+        assert head == f"eps {row['eps']:g} certified (crown-ibp): 0.0 %"
+        assert abs(float(new.removesuffix(" %")) - 100 * true) <= 100 * CARD_SLACK / row["n"] + 0.05
         fresh = json.loads(path.read_text())
         assert [r for r in fresh["results"] if r["kind"] != "certified"] == \
             [r for r in card["results"] if r["kind"] != "certified"]  # attacks untouched
@@ -179,8 +181,14 @@ def test_cli_list_card_table(capsys):
     assert all(n in out for n in DIGITS)
     assert zoo_cli(["card", DIGITS[0]]) == 0
     assert json.loads(capsys.readouterr().out)["name"] == DIGITS[0]
+    assert zoo_cli(["list", "--dataset", "digits"]) == 0
+    for line in capsys.readouterr().out.splitlines():  # every figure: percent, one decimal
+        assert re.findall(r"(\d+(?:\.\d+)?) %", line) and \
+            all(PERCENT_CELL.match(v) for v in re.findall(r"(\d+(?:\.\d+)?) %", line)), line
     assert zoo_cli(["table", "--dataset", "digits"]) == 0
-    assert "worst-case attack %" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    assert "worst-case attack %" in table
+    assert_percent_table(table, skip=("name", "defense", "encoding", "eps", "n_test", "verified by", "n"))
     h = headline(zoo.card("digits-fc-ibp"))
     assert h["verified %"] is not None and h["verified %"] <= h["worst-case attack %"]
 

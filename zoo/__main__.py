@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 
-from snncertify.report import to_markdown
+from snncertify.report import fmt_percent, percent, to_markdown
 
 from . import registry
 from .measure import add_run, differences, headline, measure, refresh_bounds
@@ -28,9 +28,9 @@ from .measure import add_run, differences, headline, measure, refresh_bounds
 def _measure_entry(name: str, data_root: str | None, device: str, n: int | None) -> list[str]:
     c = registry.card(name)
     m = measure(registry.load_bounded(name), c["dataset"], data_root, c["protocol"], device, n)
-    rows = [{"eps": r["eps"], "column": r["column"], "accuracy %": round(100 * r["accuracy"], 2),
+    rows = [{"eps": r["eps"], "column": r["column"], "accuracy %": percent(r["accuracy"]),
              "n": r["n"]} for r in m["results"]]
-    print(f"{name}: clean accuracy {100 * m['clean_accuracy']:.2f} % of {m['n_test']} test images")
+    print(f"{name}: clean accuracy {fmt_percent(m['clean_accuracy'])} of {m['n_test']} test images")
     print(to_markdown(rows))
     diff = differences(c, m)
     print(f"{name}: " + ("every number equals the card" if not diff
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in registry.list_entries(args.dataset, args.defense):
             h = headline(registry.card(name))
             ver = f"{h['verified %']} % ({h['verified by']})" if h["verified by"] else "-"
-            print(f"{name:28} clean {h['clean %']:6.2f} %  eps {h['eps']:g}: worst-case attack "
+            print(f"{name:28} clean {h['clean %']:5.1f} %  eps {h['eps']:g}: worst-case attack "
                   f"{h['worst-case attack %']:5.1f} %, verified {ver}  (n={h['n']})")
     elif args.cmd == "card":
         print(json.dumps(registry.card(args.name), indent=1))

@@ -30,6 +30,7 @@ import torch
 import attacks
 from snncertify import BoundedSNN
 from snncertify.io import atomic_path, write_text
+from snncertify.report import fmt_percent, percent
 from snncertify.training.checkpoint import load_checkpoint, versions
 from snncertify.training.datasets import make_loader, test_subset
 from snncertify.training.loop import evaluate
@@ -111,16 +112,16 @@ def differences(card: dict[str, Any], measured: dict[str, Any], tol: float = 1e-
     """Every number of ``card`` that ``measured`` does not reproduce (empty: all equal)."""
     out = []
     if abs(card["clean_accuracy"] - measured["clean_accuracy"]) > tol:
-        out.append(f"clean_accuracy: card {card['clean_accuracy']:.4f}, "
-                   f"measured {measured['clean_accuracy']:.4f}")
+        out.append(f"clean accuracy: card {fmt_percent(card['clean_accuracy'])}, "
+                   f"measured {fmt_percent(measured['clean_accuracy'])}")
     have = {(float(r["eps"]), r["column"]): r for r in measured["results"]}
     for r in card["results"]:
         m = have.pop((float(r["eps"]), r["column"]), None)
         if m is None:
             out.append(f"eps {r['eps']:g} {r['column']}: not measured")
         elif abs(m["accuracy"] - r["accuracy"]) > tol or m["n"] != r["n"]:
-            out.append(f"eps {r['eps']:g} {r['column']}: card {r['accuracy']:.4f} (n={r['n']}), "
-                       f"measured {m['accuracy']:.4f} (n={m['n']})")
+            out.append(f"eps {r['eps']:g} {r['column']}: card {fmt_percent(r['accuracy'])} "
+                       f"(n={r['n']}), measured {fmt_percent(m['accuracy'])} (n={m['n']})")
     out += [f"eps {e:g} {c}: measured, not on the card" for e, c in have]
     return out
 
@@ -211,11 +212,12 @@ def refresh_bounds(name: str, data_root: str | None, device: str = "cpu",
         key = (float(r["eps"]), r["column"])
         if key in new:
             if new[key]["accuracy"] > robust[key[0]] + 1e-12:
-                raise ValueError(f"{name}: eps {key[0]:g} {key[1]} {new[key]['accuracy']:.4f} "
-                                 f"exceeds the worst-case attack {robust[key[0]]:.4f}")
+                raise ValueError(f"{name}: eps {key[0]:g} {key[1]} "
+                                 f"{fmt_percent(new[key]['accuracy'])} exceeds the worst-case "
+                                 f"attack {fmt_percent(robust[key[0]])}")
             if new[key] != r:
-                changed.append(f"eps {key[0]:g} {key[1]}: {r['accuracy']:.4f} -> "
-                               f"{new[key]['accuracy']:.4f}")
+                changed.append(f"eps {key[0]:g} {key[1]}: {fmt_percent(r['accuracy'])} -> "
+                               f"{fmt_percent(new[key]['accuracy'])}")
             r = new[key]
         rows.append(r)
     if changed:
@@ -240,8 +242,8 @@ def headline(card: dict[str, Any], eps: float | None = None) -> dict[str, Any]:
     best = max(certified.values(), key=lambda r: r["accuracy"]) if certified else None
     return {"name": card["name"], "defense": card["defense"],
             "encoding": card["certify"]["encoding"], "eps": eps,
-            "clean %": round(100 * card["clean_accuracy"], 2), "n_test": card["n_test"],
-            "worst-case attack %": round(100 * cells["robust"]["accuracy"], 1),
-            "verified %": round(100 * best["accuracy"], 1) if best else None,
+            "clean %": percent(card["clean_accuracy"]), "n_test": card["n_test"],
+            "worst-case attack %": percent(cells["robust"]["accuracy"]),
+            "verified %": percent(best["accuracy"]) if best else None,
             "verified by": best["column"][len("certified ("):-1] if best else None,
             "n": cells["robust"]["n"]}

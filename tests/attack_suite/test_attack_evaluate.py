@@ -121,3 +121,12 @@ def test_batches_and_dataloader_agree(direct_model):
         assert torch.equal(m, b.masks[0.1][k]), k
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         attacks.evaluate(direct_model.bnet, (x * 2, y), **kw)
+
+
+def test_report_tables_are_in_percent(direct_model):
+    from tables import assert_percent_table
+
+    res = attacks.evaluate(direct_model.bnet, (direct_model.x[:24], direct_model.y[:24]),
+                           eps=[0.02, 0.05], attacks=["fgsm"], certify=["ibp"], progress=False)
+    assert all(0 <= r["accuracy"] <= 1 for r in res)  # the API: fractions
+    assert_percent_table(res.to_markdown(), skip=("eps",))
