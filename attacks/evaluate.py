@@ -29,6 +29,7 @@ from snncertify.progress import progress_bar
 
 from . import checks, report
 from .classifier import AttackableSNN
+from .classifier import margin as score_margin
 from .suite import Attack, check_ball, make_attack
 
 __all__ = ["DEFAULT_ATTACKS", "Results", "evaluate"]
@@ -193,6 +194,7 @@ def evaluate(
     try:
         for e in eps_list:
             cols: dict[str, list[Tensor]] = {lab: [] for lab in labels}
+            flips: dict[str, list[Tensor]] = {lab: [] for lab in labels}
             secs = dict.fromkeys(labels, 0.0)
             certs: dict[str, list[Tensor]] = {m: [] for m in methods}
             advs: dict[str, list[Tensor]] = {lab: [] for lab in labels}
@@ -205,6 +207,7 @@ def evaluate(
                     bar.set_postfix_str(f"eps={e:g} {lab}")
                     t0 = time.perf_counter()
                     ok = torch.zeros_like(ok0)
+                    strict = torch.zeros_like(ok0)  # broken by a strict flip (not a tie only)
                     x_out = x.clone()
                     if len(idx):
                         inner = progress_bar(total=atk.expected_queries, desc=f"  {lab}",
@@ -219,10 +222,13 @@ def evaluate(
                         over, box = check_ball(x_adv, x[idx], e)
                         if over > 1e-6 or box > 0:  # the attack wrapper guarantees this
                             raise AssertionError(f"{lab}: output outside the ball after projection")
-                        ok[idx] = clf.correct(x_adv, y[idx])
+                        m_adv = score_margin(clf.predict(x_adv), y[idx].to(x_adv.device))
+                        ok[idx] = m_adv > 0
+                        strict[idx] = m_adv < 0
                         x_out[idx] = x_adv
                     secs[lab] += time.perf_counter() - t0
                     cols[lab].append(ok)
+                    flips[lab].append(strict)
                     if keep_adversarial:
                         advs[lab].append(x_out.cpu())
                     bar.update(1)
@@ -240,11 +246,16 @@ def evaluate(
                     certs[m].append(c)
                     bar.update(1)
             masks: dict[str, Tensor] = {"clean": torch.cat(clean).cpu()}
+            strict_by: dict[str, Tensor] = {}
             for lab in labels:
                 masks[lab] = torch.cat(cols[lab]).cpu()
+                strict_by[lab] = torch.cat(flips[lab]).cpu()
             robust = masks["clean"].clone()
+            strict_any = torch.zeros_like(robust)
             for lab in labels:
                 robust &= masks[lab]
+                strict_any |= strict_by[lab]
+            strict_by["robust"] = strict_any
             masks["robust"] = robust
             robust_by_eps[e] = robust
             cert_by_eps[e] = {}
@@ -259,16 +270,23 @@ def evaluate(
                 results.adversarial[e] = {lab: torch.cat(v) for lab, v in advs.items()}
 
             def row(col: str, kind: str, mask: Tensor, atk: Attack | None = None,
-                    sec: float = 0.0, e: float = e) -> dict:
-                return {
+                    sec: float = 0.0, e: float = e, masks: dict = masks,
+                    strict_by: dict = strict_by) -> dict:
+                out = {
                     "eps": e, "attack": col, "kind": kind,
                     "accuracy": float(mask.sum()) / max(n_total, 1),
                     "correct": int(mask.sum()), "n": n_total,
                     "grad": (atk.grad or clf.grad_name) if atk is not None and atk.gradient_based
                     else "", "gradient_based": bool(atk is not None and atk.gradient_based),
+                    "search": bool(atk is not None and atk.search),
                     "transfer": bool(atk is not None and atk.transfer),
                     "seconds": round(sec, 3),
                 }
+                if col in strict_by:  # breaks of clean-correct samples: ties only vs flips
+                    broken = masks["clean"] & ~mask
+                    out["flips"] = int((broken & strict_by[col]).sum())
+                    out["ties"] = int(broken.sum()) - out["flips"]
+                return out
 
             results.append(row("clean", "clean", masks["clean"]))
             for atk, lab in zip(atks, labels, strict=True):

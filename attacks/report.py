@@ -3,7 +3,11 @@
 A row is a dict with at least ``eps``, ``attack``, ``kind`` (``clean`` |
 ``attack`` | ``robust`` | ``exact`` | ``certified``) and ``accuracy`` (a fraction in
 [0, 1]); :func:`attacks.evaluate` adds ``correct``, ``n``, ``grad``,
-``gradient_based``, ``transfer`` and ``seconds``.
+``gradient_based``, ``search``, ``transfer`` and ``seconds``, and on attack and robust rows
+``ties`` and ``flips``: of the clean-correct samples the column breaks, how many only by a tie
+(another class equal to the true one, none above) and how many by a strict flip. A tie is
+wrong (``accuracy`` counts it); ``accuracy + ties / n`` is the accuracy under an argmax
+that resolves ties in the true class's favour.
 """
 
 from __future__ import annotations
@@ -19,8 +23,8 @@ from snncertify.report import percent, plot_lines
 __all__ = ["read_csv", "to_csv", "to_markdown", "plot"]
 
 FIELDS = (
-    "eps", "attack", "kind", "accuracy", "correct", "n", "grad",
-    "gradient_based", "transfer", "seconds",
+    "eps", "attack", "kind", "accuracy", "correct", "n", "ties", "flips", "grad",
+    "gradient_based", "search", "transfer", "seconds",
 )
 _ORDER = {"clean": 0, "attack": 1, "robust": 2, "exact": 3, "certified": 4}
 
@@ -44,10 +48,10 @@ def read_csv(path: str | os.PathLike) -> list[dict]:
             for k in ("eps", "accuracy", "seconds"):
                 if row.get(k) not in (None, ""):
                     row[k] = float(row[k])
-            for k in ("correct", "n"):
+            for k in ("correct", "n", "ties", "flips"):
                 if row.get(k) not in (None, ""):
                     row[k] = int(row[k])
-            for k in ("gradient_based", "transfer"):
+            for k in ("gradient_based", "search", "transfer"):
                 if k in row:
                     row[k] = row[k] == "True"
             out.append(row)

@@ -69,6 +69,7 @@ class SpikeSearch(Attack):
 
     name = "SpikeSearch"
     images = False
+    search = True
 
     def __init__(
         self, pgd_steps: int = 50, taus: tuple[float, float] = (0.3, 0.03), restarts: int = 5,

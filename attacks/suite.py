@@ -207,6 +207,9 @@ class Attack:
     name = "attack"
     gradient_based = True  #: uses input gradients of the attacked model
     transfer = False  #: crafted on another model
+    #: a search judged on the exact forward (its gradients, if any, are a relaxed network's):
+    #: the gradient-masking check counts it with the gradient-free attacks
+    search = False
     images = True  #: perturb() sees 4-D ``[B, C, H, W]`` views (torchattacks' convention)
 
     def __init__(self, grad: str | None = None, noise: str | None = None, seed: int = 0) -> None:

@@ -94,6 +94,11 @@ def run_entries(names: list[str], x: torch.Tensor, y: torch.Tensor, args):
             yield name, *fut.result()
 
 
+#: the share of the n samples that the worst case breaks only by a tie (in %): counted
+#: wrong (a tie is never correct), but right under an argmax that breaks ties for the truth
+TIES_COLUMN = "worst case: broken by ties only"
+
+
 def column_name(r: dict) -> str:
     if r["kind"] == "robust":
         return "worst-case attack"
@@ -147,9 +152,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for msg in found:
             print(f"  WARNING ({card['defense']}): {msg}")
         problems += [f"{card['defense']}: {v}" for v in attacks.check_consistency(res)]
-        rows += [{"dataset": args.dataset, "model": name, "defense": card["defense"],
-                  "eps": float(r["eps"]), "column": column_name(r),
-                  "accuracy_pct": percent(r["accuracy"]), "n": n} for r in res]
+        masked = attacks.checks.masked_eps(res)
+        for r in res:
+            base = {"dataset": args.dataset, "model": name, "defense": card["defense"],
+                    "eps": float(r["eps"]), "n": n,
+                    "flag": "GRADIENT MASKING" if float(r["eps"]) in masked else ""}
+            rows.append(base | {"column": column_name(r), "accuracy_pct": percent(r["accuracy"])})
+            if r["kind"] == "robust":  # how many of the worst case's breaks are ties only
+                rows.append(base | {"column": TIES_COLUMN, "accuracy_pct": percent(r["ties"] / n)})
         print(f"{name}: done in {seconds:.0f} s ({time.perf_counter() - start:.0f} s so far)",
               flush=True)
     if problems:
@@ -159,7 +169,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 f"attacks: {', '.join(args.attacks)}; bounds: {', '.join(args.methods)}")
     table = [{k: f"{v:g}" if k == "eps" else f"{v:.1f}" if isinstance(v, float) else v
               for k, v in r.items()}
-             for r in pivot(rows, ["defense", "eps", "n"], "column", "accuracy_pct")]
+             for r in pivot(rows, ["defense", "eps", "n", "flag"], "column", "accuracy_pct")]
     write_csv(rows, out / "compare_defenses.csv")
     write_markdown(table, out / "compare_defenses.md",
                    title=f"Defenses compared: accuracy (%) of {n} test images ({protocol})")
@@ -167,7 +177,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
           "checked: verified <= worst-case attack <= every attack, clean")
     print(to_markdown(table))
     arch = ", ".join(sorted({zoo.card(nm)["arch"] for nm in names}))
-    plot_lines(rows, "eps", "accuracy_pct", "column", out / "accuracy_vs_eps.png",
+    plot_lines([r for r in rows if r["column"] != TIES_COLUMN], "eps", "accuracy_pct", "column",
+               out / "accuracy_vs_eps.png",
                panel="defense", ylabel="accuracy (%)", xlabel="eps (L-inf, input in [0, 1])",
                ylim=(-2, 102), dodge=0.012,
                title=f"{args.dataset} zoo entries ({arch}, {args.encoding} input): accuracy vs eps "

@@ -38,6 +38,8 @@ def fmt_percent(fraction: float) -> str:
 
 
 def _fmt(v: object) -> str:
+    if v is None:  # not measured
+        return ""
     if isinstance(v, Percent):
         return str(v)
     return f"{v:.4f}" if isinstance(v, float) else str(v)

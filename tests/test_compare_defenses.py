@@ -37,7 +37,7 @@ def test_compare_writes_table_and_plots(compare, tmp_path, capsys):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     defenses = {zoo.card(n)["defense"] for n in zoo.list(dataset="digits")}
     columns = ["clean", "FGSM", "PGD-40", "Square-30", "worst-case attack", "verified (IBP)",
-               "verified (crown-ibp)", "verified (best linear)"]
+               "verified (crown-ibp)", "verified (best linear)", compare.TIES_COLUMN]
     assert {r["defense"] for r in rows} == defenses
     assert len(rows) == len(defenses) * 2 * len(columns)
     for d in defenses:
@@ -45,6 +45,7 @@ def test_compare_writes_table_and_plots(compare, tmp_path, capsys):
             cell = {r["column"]: r["accuracy_pct"] for r in rows if r["defense"] == d and r["eps"] == e}
             assert sorted(cell) == sorted(columns)
             assert cell["verified (best linear)"] <= cell["worst-case attack"] <= cell["clean"]
+            assert cell[compare.TIES_COLUMN] <= cell["clean"] - cell["worst-case attack"] + 0.2
             assert all(r["n"] == 30 for r in rows)
     md = (tmp_path / "compare_defenses.md").read_text()
     assert "n = 30" in md or "of 30 test images" in md

@@ -40,6 +40,8 @@ from .registry import CARDS_DIR, _cards
 
 #: the fields of an ``attacks.evaluate`` row kept on a card (its ``attack`` renamed ``column``)
 ROW_KEYS = ("eps", "column", "kind", "accuracy", "correct", "n")
+#: kept too where a row has them (attack and worst-case rows): breaks by a tie only / a flip
+TIE_KEYS = ("ties", "flips")
 
 #: what a card's commands say instead of a machine's data folder
 DATA_PLACEHOLDER = "DATA"
@@ -103,7 +105,8 @@ def measure(bnet: BoundedSNN, dataset: str, data_root: str | None, protocol: dic
                                progress=progress)
     finally:
         torch.set_num_threads(threads)
-    rows = [{k: r["attack" if k == "column" else k] for k in ROW_KEYS} for r in res]
+    rows = [{k: r["attack" if k == "column" else k] for k in ROW_KEYS}
+            | {k: r[k] for k in TIE_KEYS if k in r} for r in res]
     return {"clean_accuracy": clean, "n_test": len(loader.dataset), "results": rows,
             "warnings": list(res.warnings)}
 
@@ -246,4 +249,9 @@ def headline(card: dict[str, Any], eps: float | None = None) -> dict[str, Any]:
             "worst-case attack %": percent(cells["robust"]["accuracy"]),
             "verified %": percent(best["accuracy"]) if best else None,
             "verified by": best["column"][len("certified ("):-1] if best else None,
-            "n": cells["robust"]["n"]}
+            "n": cells["robust"]["n"],
+            # of the worst case's breaks, the ties only (None: measured before tie counts)
+            "ties only %": percent(cells["robust"]["ties"] / cells["robust"]["n"])
+            if "ties" in cells["robust"] else None,
+            "flag": "GRADIENT MASKING" if any(w.startswith(f"GRADIENT MASKING at eps={eps:g}:")
+                                              for w in card.get("warnings", [])) else ""}

@@ -130,3 +130,43 @@ def test_report_tables_are_in_percent(direct_model):
                            eps=[0.02, 0.05], attacks=["fgsm"], certify=["ibp"], progress=False)
     assert all(0 <= r["accuracy"] <= 1 for r in res)  # the API: fractions
     assert_percent_table(res.to_markdown(), skip=("eps",))
+
+
+def test_rows_count_tie_only_breaks_and_strict_flips(direct_model):
+    from attacks.classifier import margin
+
+    x, y = direct_model.x[:48], direct_model.y[:48]
+    res = attacks.evaluate(direct_model.bnet, (x, y), eps=[0.1], progress=False,
+                           attacks=["fgsm", attacks.PGD(steps=10)], keep_adversarial=True,
+                           run_sanity_checks=False)
+    clean = res.masks[0.1]["clean"]
+    flips_any = torch.zeros_like(clean)
+    total_ties = 0
+    for r in res:
+        if r["kind"] != "attack":
+            assert ("ties" in r) == (r["kind"] == "robust")
+            continue
+        m = margin(direct_model.bnet(res.adversarial[0.1][r["attack"]]), y)  # plain forward
+        assert r["flips"] == int((clean & (m < 0)).sum())
+        assert r["ties"] == int((clean & (m == 0)).sum())
+        assert r["ties"] + r["flips"] == int(clean.sum()) - r["correct"]
+        flips_any |= clean & (m < 0)
+        total_ties += r["ties"]
+    robust = next(r for r in res if r["kind"] == "robust")
+    assert robust["flips"] == int(flips_any.sum())
+    assert robust["ties"] + robust["flips"] == int(clean.sum()) - robust["correct"]
+    assert total_ties > 0  # spike counts tie: the split is not vacuous here
+
+
+@pytest.mark.parametrize("gap,flagged", [(0.10, True), (0.09, False)])
+def test_a_search_far_below_every_gradient_attack_is_flagged(gap, flagged):
+    def row(name, acc, grad=True, search=False):
+        return {"eps": 0.1, "attack": name, "kind": "attack", "accuracy": acc,
+                "gradient_based": grad, "search": search, "transfer": False}
+
+    rows = [row("PGD", 0.50), row("APGD-CE", 0.45),
+            row("SpikeSearch", 0.45 - gap, search=True)]  # uses a relaxed net's gradients
+    found = ck.check_square_vs_gradient(rows)
+    assert bool(found) == flagged
+    if flagged:
+        assert "GRADIENT MASKING at eps=0.1: gradient-free SpikeSearch" in found[0]
