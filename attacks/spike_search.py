@@ -25,10 +25,15 @@ found the samples those attacks missed was:
 
 A sample counts as broken when its exact margin is ``<= 0``: a tie is a
 success (the project's criterion: a tie is never a correct prediction). The
-search stops per sample at its first success. Cost per sample and restart: at
-most ``iters`` rounds of ``min(d, coords) * levels + 8 * line`` forward passes
-(batched); ``coords`` draws a seeded random subset of coordinates per round for
-large inputs.
+search stops per sample at its first success, and a restart stops per sample
+once its exact margin has not dropped for ``patience`` rounds (the relaxed
+margin keeps creeping down on samples the search cannot break: without this
+rule every restart of a robust sample runs all ``iters`` rounds). Samples a
+bound method (``prove``, default CROWN-IBP on the same noise draw) certifies are
+not searched: no input in the ball can break them. Cost per sample and restart:
+at most ``iters`` rounds of ``min(d, coords) * levels + 8 * line`` candidates,
+each two forward passes (exact and relaxed), batched; ``coords`` draws a seeded
+random subset of coordinates per round for large inputs.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import torch
 from torch import Tensor
 
 from snncertify.gradmode import Relaxed
+from snncertify.methods import get_method
 
 from .classifier import margin
 from .suite import Attack
@@ -64,6 +70,9 @@ class SpikeSearch(Attack):
         line_taus: temperatures whose relaxed gradients give the lines.
         key_tau: temperature of the relaxed margin that breaks exact-margin ties.
         coords: coordinates tried per round (all when the input has fewer).
+        patience: rounds without a drop of a sample's exact margin that end its restart.
+        prove: the bound method (``BoundedSNN.certify``) whose certified samples are not
+            searched; None searches every sample.
         max_candidates: forward passes per batched call (bounds memory).
     """
 
@@ -75,17 +84,25 @@ class SpikeSearch(Attack):
         self, pgd_steps: int = 50, taus: tuple[float, float] = (0.3, 0.03), restarts: int = 5,
         iters: int = 100, levels: int = 9, line: int = 16,
         line_taus: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0), key_tau: float = 0.3,
-        coords: int = 64, max_candidates: int = 16384, **kw,
+        coords: int = 64, patience: int = 10, prove: str | None = "crown-ibp",
+        max_candidates: int = 16384, **kw,
     ) -> None:
         super().__init__(**kw)
-        if pgd_steps < 0 or restarts < 0 or iters < 0 or levels < 2 or line < 0 or coords < 1:
+        if (pgd_steps < 0 or restarts < 0 or iters < 0 or levels < 2 or line < 0 or coords < 1
+                or patience < 1):
             raise ValueError("SpikeSearch: pgd_steps, restarts, iters, line >= 0, levels >= 2, "
-                             "coords >= 1")
+                             "coords >= 1, patience >= 1")
+        if prove is not None:
+            try:
+                get_method(prove)
+            except ValueError as err:
+                raise ValueError(f"SpikeSearch: prove must be None or a bound method: {err}") from None
         if not (len(taus) == 2 and min(taus) > 0 and key_tau > 0 and all(t > 0 for t in line_taus)):
             raise ValueError("SpikeSearch: temperatures must be > 0 (taus: a (start, end) pair)")
         self.pgd_steps, self.taus, self.restarts, self.iters = int(pgd_steps), taus, restarts, iters
         self.levels, self.line, self.line_taus, self.key_tau = levels, line, line_taus, key_tau
         self.coords, self.max_candidates = int(coords), int(max_candidates)
+        self.patience, self.prove = int(patience), prove
 
     def _label(self) -> str:
         return f"SpikeSearch-{self.pgd_steps}+{self.restarts}x{self.iters}"
@@ -99,19 +116,23 @@ class SpikeSearch(Attack):
         return self.clf.bnet(xs, noise, grad=grad)
 
     @torch.no_grad()
-    def _key(self, x: Tensor, y: Tensor, shape, tgt: Tensor | None = None,
-             tau: float | None = None) -> tuple[Tensor, Tensor]:
-        """(exact margin, relaxed margin) ``[N]`` each, in chunks of ``max_candidates``
-        (against the target classes ``tgt`` ``[N]`` when given)."""
-        em, sm = [], []
-        relaxed = Relaxed(tau or self.key_tau)
+    def _margins(self, x: Tensor, y: Tensor, shape, tgt: Tensor | None = None,
+                 grad=None) -> Tensor:
+        """Exact (or ``grad``-relaxed) margins ``[N]`` of flat inputs ``[N, d]``, in chunks
+        of ``max_candidates`` (against the target classes ``tgt`` ``[N]`` when given)."""
+        out = []
         c = self.max_candidates
         for i in range(0, x.shape[0], c):
-            xi, yi = x[i:i + c], y[i:i + c]
             ti = None if tgt is None else tgt[i:i + c]
-            em.append(margin(self._scores(xi, shape), yi, ti))
-            sm.append(margin(self._scores(xi, shape, relaxed), yi, ti))
-        return torch.cat(em), torch.cat(sm)
+            out.append(margin(self._scores(x[i:i + c], shape, grad), y[i:i + c], ti))
+        return torch.cat(out) if out else x.new_zeros(0)
+
+    def _key(self, x: Tensor, y: Tensor, shape, tgt: Tensor | None = None,
+             tau: float | None = None) -> tuple[Tensor, Tensor]:
+        """(exact margin, relaxed margin at ``tau``, default ``key_tau``) ``[N]`` each."""
+        relaxed = Relaxed(tau or self.key_tau)
+        return (self._margins(x, y, shape, tgt),
+                self._margins(x, y, shape, tgt, relaxed))
 
     def _relaxed_grad(self, x: Tensor, y: Tensor, shape, tau: float) -> Tensor:
         with torch.enable_grad():
@@ -169,8 +190,9 @@ class SpikeSearch(Attack):
         vals = self._values(x, lo, hi, shape)
         cur = start.clone()
         em, sm = self._key(cur, y, shape, tgt, tau)
+        stale = torch.zeros_like(em, dtype=torch.long)  # rounds since the exact margin dropped
         for _ in range(self.iters):
-            alive = (em > 0).nonzero().squeeze(1)
+            alive = ((em > 0) & (stale < self.patience)).nonzero().squeeze(1)
             if not len(alive):
                 break
             d = cur.shape[1]
@@ -182,11 +204,18 @@ class SpikeSearch(Attack):
                 a = alive[i:i + per]
                 c = self._candidates(cur[a], y[a], lo[a], hi[a], vals[a], eps, shape, pick)
                 b, n, _ = c.shape
+                c, ya = c.reshape(b * n, d), y[a].repeat_interleave(n)
                 ta = None if tgt is None else tgt[a].repeat_interleave(n)
-                cem, csm = self._key(c.reshape(b * n, d), y[a].repeat_interleave(n), shape, ta, tau)
-                cem, csm = cem.view(b, n), csm.view(b, n)
-                lowest = cem == cem.amin(1, keepdim=True)
-                k = torch.where(lowest, csm, torch.full_like(csm, math.inf)).argmin(1)
+                cem = self._margins(c, ya, shape, ta).view(b, n)
+                # the relaxed margin only decides among each sample's lowest exact margins
+                lowest = (cem == cem.amin(1, keepdim=True)).view(-1).nonzero().squeeze(1)
+                csm = torch.full((b * n,), math.inf, device=c.device, dtype=cem.dtype)
+                csm[lowest] = self._margins(c[lowest], ya[lowest], shape,
+                                            None if ta is None else ta[lowest],
+                                            Relaxed(tau or self.key_tau))
+                csm = csm.view(b, n)
+                c = c.view(b, n, d)
+                k = csm.argmin(1)
                 rows = torch.arange(b, device=x.device)
                 moves.append(c[rows, k])
                 nem.append(cem[rows, k])
@@ -195,6 +224,9 @@ class SpikeSearch(Attack):
             better = _lex_better(nem, nsm, em[alive], sm[alive])
             if not bool(better.any()):
                 break
+            dropped = torch.zeros_like(better)
+            dropped[better] = nem[better] < em[alive[better]]
+            stale[alive] = torch.where(dropped, 0, stale[alive] + 1)
             idx = alive[better]
             cur[idx] = moves[better]
             em[idx], sm[idx] = nem[better], nsm[better]
@@ -204,6 +236,18 @@ class SpikeSearch(Attack):
 
     # ------------------------------------------------------------------ attack
     def perturb(self, model, x: Tensor, y: Tensor, eps: float) -> Tensor:
+        if self.prove is None:
+            return self._search(x, y, eps)
+        with torch.no_grad():  # certified: nothing in the ball breaks them, so skip them
+            proved = self.clf.bnet.certify(x, y, eps, self.prove, noise=self.clf.eval_noise(x))
+        out = x.clone()
+        todo = (~proved).nonzero().squeeze(1).to(x.device)
+        if len(todo):
+            out[todo] = self._search(x[todo], y[todo], eps)
+        return out
+
+    def _search(self, x: Tensor, y: Tensor, eps: float) -> Tensor:
+        """The two phases on ``x`` ``[B, ...]`` (module doc); the best point per sample."""
         shape = tuple(x.shape[1:])
         xf = x.reshape(x.shape[0], -1)
         lo, hi = (xf - eps).clamp(0, 1), (xf + eps).clamp(0, 1)

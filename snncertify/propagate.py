@@ -121,7 +121,7 @@ def forward(
     layers = []
     for i, op in enumerate(ops):
         if op.stateful:
-            cur = _stacked(z, static, num_steps) if static else z
+            cur = _stacked(z, static, num_steps) if static else list(z)  # lists stack lazily
             z, mem = op.forward_seq(_steps(z, static, num_steps), grad)
             layers.append(LayerRecord(op.path, cur, cur, mem, mem, z, z))
             static = False

@@ -8,6 +8,7 @@
     python -m zoo table --dataset mnist                            # headline numbers (Markdown)
     python -m zoo add RUN_FOLDER [--data-root DATA]                 # maintainers: measure + add
     python -m zoo refresh-bounds [--names ...] [--data-root DATA]   # maintainers: after a bound change
+    python -m zoo remeasure [--names ...] [--data-root DATA]        # maintainers: after a protocol change
 
 ``eval`` and ``reproduce`` print every number that differs from the card and
 exit with status 1 if any does.
@@ -22,7 +23,7 @@ import sys
 from snncertify.report import fmt_percent, percent, to_markdown
 
 from . import registry
-from .measure import add_run, differences, headline, measure, refresh_bounds
+from .measure import add_run, differences, headline, measure, refresh_bounds, remeasure
 
 
 def _measure_entry(name: str, data_root: str | None, device: str, n: int | None) -> list[str]:
@@ -69,6 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--names", nargs="+", help="default: every entry")
     r.add_argument("--data-root")
     r.add_argument("--device", default="cpu")
+    rm = sub.add_parser("remeasure", help="maintainers: re-measure cards with today's protocol")
+    rm.add_argument("--names", nargs="+", help="default: every entry")
+    rm.add_argument("--dataset", help="only this data set's entries")
+    rm.add_argument("--data-root")
+    rm.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
 
     if args.cmd == "list":
@@ -99,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             changed = refresh_bounds(name, args.data_root, args.device)
             print(f"{name}: " + ("bound columns unchanged" if not changed
                                  else "updated:\n  " + "\n  ".join(changed)))
+    elif args.cmd == "remeasure":
+        for name in args.names or registry.list_entries(args.dataset):
+            c = remeasure(name, args.data_root, args.device)
+            print(f"{name}: re-measured in {c['protocol']['measure_seconds']:.0f} s: {headline(c)}")
     elif args.cmd == "add":
         for run in args.runs:
             c = add_run(run, args.data_root, notes=args.notes)

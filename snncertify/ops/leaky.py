@@ -98,9 +98,9 @@ class LeakyOp(BoundOp):
 
     def forward_seq(
         self, cur: list[Tensor], grad: GradMode | None = None
-    ) -> tuple[list[Tensor], Tensor]:
+    ) -> tuple[list[Tensor], list[Tensor]]:
         """Exact dynamics. ``cur``: T currents ``[B, ...]`` -> (T spikes ``[B, ...]``,
-        membranes ``[T, B, ...]``).
+        T membranes ``[B, ...]``).
 
         ``grad``: the gradient mode of this call (:mod:`snncertify.gradmode`;
         None: the module's own surrogate). Nothing is stored on the op.
@@ -116,7 +116,7 @@ class LeakyOp(BoundOp):
             spk = mode.spike(self, mem - thr)
             spikes.append(spk)
             mems.append(mem)
-        return mode.finish(self, cur, spikes), torch.stack(mems)
+        return mode.finish(self, cur, spikes), mems
 
     def membrane(self, mem: Tensor, cur: Tensor, reset: Tensor, beta: Tensor, thr: Tensor
                  ) -> Tensor:

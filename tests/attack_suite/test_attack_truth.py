@@ -132,3 +132,43 @@ def test_spike_search_arguments_are_checked():
         attacks.SpikeSearch(taus=(0.3, 0.0))
     with pytest.raises(ValueError, match="levels"):
         attacks.SpikeSearch(levels=1)
+
+
+def _queries(clf, atk, x, y, eps) -> tuple[torch.Tensor, int]:
+    """The attack's output and the number of samples it ran through the network."""
+    count = [0]
+    hook = clf.bnet.register_forward_pre_hook(
+        lambda _m, args: count.__setitem__(0, count[0] + args[0].shape[0]))
+    try:
+        return atk(clf, x, y, eps), count[0]
+    finally:
+        hook.remove()
+
+
+def test_spike_search_skips_what_a_bound_proves(small_net):
+    """Certified samples are returned unchanged (no input in the ball breaks them) at a
+    lower cost; the full search never breaks them either."""
+    bnet, x, y = small_net
+    eps = 0.02
+    clf = attacks.AttackableSNN(bnet)
+    proved = bnet.certify(x, y, eps, "crown-ibp")
+    assert 0 < int(proved.sum()) < int(clf.correct(x, y).sum())  # the test means something
+    kw = dict(pgd_steps=10, restarts=2, iters=10)
+    full, n_full = _queries(clf, attacks.SpikeSearch(prove=None, **kw), x, y, eps)
+    cut, n_cut = _queries(clf, attacks.SpikeSearch(**kw), x, y, eps)
+    assert torch.equal(cut[proved], x[proved])
+    assert not bool((~attacks.strict_correct(bnet(full), y))[proved].any())
+    assert n_cut < n_full
+
+
+def test_spike_search_patience_ends_a_stalled_restart(small_net):
+    bnet, x, y = small_net
+    clf = attacks.AttackableSNN(bnet)
+    kw = dict(pgd_steps=0, restarts=1, iters=40, prove=None)
+    _, n_short = _queries(clf, attacks.SpikeSearch(patience=2, **kw), x, y, 0.02)
+    _, n_long = _queries(clf, attacks.SpikeSearch(patience=40, **kw), x, y, 0.02)
+    assert n_short < n_long
+    with pytest.raises(ValueError, match="patience"):
+        attacks.SpikeSearch(patience=0)
+    with pytest.raises(ValueError, match="prove"):
+        attacks.SpikeSearch(prove="no-such-method")
