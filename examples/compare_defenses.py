@@ -21,6 +21,7 @@ Writes ``compare_defenses.csv`` / ``.md``, ``accuracy_vs_eps.png`` and
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 import warnings
@@ -30,11 +31,20 @@ import torch
 
 import attacks
 import zoo
-from snncertify.report import percent, pivot, plot_lines, to_markdown, write_csv, write_markdown
+from snncertify.report import (
+    percent,
+    pivot,
+    plot_bars,
+    plot_lines,
+    to_markdown,
+    write_csv,
+    write_markdown,
+)
 from snncertify.training.datasets import test_subset
 
 LINEAR = ("crown-ibp", "crown", "alpha-crown")
-DEFAULT_ATTACKS = ["fgsm", "pgd", "apgd-ce", "apgd-dlr", "square(n_queries=1000)"]
+#: the full default suite (SpikeSearch included): the cards' protocol
+DEFAULT_ATTACKS = list(attacks.DEFAULT_ATTACKS)
 
 
 def entries(dataset: str, arch: str | None, encoding: str) -> list[str]:
@@ -69,6 +79,32 @@ def evaluate_entry(name: str, x: torch.Tensor, y: torch.Tensor, args) -> tuple[l
                          "correct": int(best.sum()), "n": len(y),
                          "accuracy": float(best.sum()) / len(y)})
     return rows, list(res.warnings)
+
+
+def card_entry(name: str, eps: list[float]) -> tuple[list[dict], list[str], int]:
+    """An entry's rows (as :func:`evaluate_entry` returns them) from its zoo card, measured
+    with the card's protocol: ``(rows, warnings, n)``. The best linear verified column is
+    the best single linear method of the card (a lower bound on their union). SystemExit
+    when the card lacks an eps."""
+    c = zoo.card(name)
+    have = {float(r["eps"]) for r in c["results"]}
+    missing = [e for e in eps if float(e) not in have]
+    if missing:
+        raise SystemExit(f"--from-cards: card {name} has no rows at eps {missing} "
+                         f"(it has {sorted(have)}); measure instead (drop --from-cards)")
+    rows = [{**r, "attack": r["column"]} for r in c["results"] if float(r["eps"]) in
+            {float(e) for e in eps}]
+    if any(r["kind"] == "robust" and "ties" not in r for r in rows):
+        raise SystemExit(f"--from-cards: card {name} was measured before tie counts; "
+                         f"re-measure it (python -m zoo remeasure --names {name})")
+    for e in eps:
+        linear = [r for r in rows if float(r["eps"]) == float(e) and r["kind"] == "certified"
+                  and r["column"][len("certified ("):-1] in LINEAR]
+        if linear:
+            best = max(linear, key=lambda r: r["correct"])
+            rows.append({**best, "attack": "verified (best linear)", "column": None})
+    keep = [w for w in c.get("warnings", []) if any(f"at eps={float(e):g}:" in w for e in eps)]
+    return rows, keep, c["results"][0]["n"]
 
 
 def _timed_entry(name: str, x: torch.Tensor, y: torch.Tensor, args) -> tuple:
@@ -118,7 +154,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--eps", type=float, nargs="+", default=[0.02, 0.05, 0.1],
                    help="L-inf radii, input units ([0, 1])")
     p.add_argument("--attacks", nargs="+", default=DEFAULT_ATTACKS,
-                   help="attack specs (attacks.make_attack), e.g. pgd 'square(n_queries=5000)'")
+                   help="attack specs (attacks.make_attack); default: attacks.DEFAULT_ATTACKS "
+                        "(SpikeSearch included), e.g. pgd 'square(n_queries=1000)'")
     p.add_argument("--methods", nargs="+", default=["ibp", "crown-ibp"],
                    help="bound methods; the best linear one (crown-ibp, crown, alpha-crown) "
                         "gets its own column")
@@ -133,6 +170,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                         "time; progress bars only with 1)")
     p.add_argument("--out", help="output folder (default: runs/compare_defenses/<dataset>)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--from-cards", action="store_true",
+                   help="no measuring: the rows of the entries' zoo cards (their protocol, subset "
+                        "and suite) at --eps")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     if "ibp" not in args.methods:
@@ -140,19 +180,36 @@ def main(argv: list[str] | None = None) -> list[dict]:
     n = args.n if args.n is not None else (None if args.dataset == "digits" else 1000)
     out = Path(args.out or f"runs/compare_defenses/{args.dataset}")
     names = entries(args.dataset, args.arch, args.encoding)
-    x, y = test_subset(args.dataset, args.data_root, n, args.seed)
-    n = len(y)
     start = time.perf_counter()
+    if args.from_cards:
+        if args.n is not None:
+            raise SystemExit("--from-cards uses each card's own subset: drop --n")
+        cards = {name: card_entry(name, args.eps) for name in names}
+        sizes = {c[2] for c in cards.values()}
+        if len(sizes) != 1:
+            raise SystemExit(f"--from-cards: the cards were measured on different n: {sizes}")
+        n = sizes.pop()
+        protocols = {json.dumps(zoo.card(nm)["protocol"]["attacks"]) for nm in names}
+        args.attacks = json.loads(protocols.pop()) if len(protocols) == 1 else ["(per card)"]
+        args.methods = sorted({r["column"][len("certified ("):-1] for nm in names
+                               for r in zoo.card(nm)["results"] if r["kind"] == "certified"})
+        results = ((nm, (rows, found), 0.0) for nm, (rows, found, _) in cards.items())
+    else:
+        x, y = test_subset(args.dataset, args.data_root, n, args.seed)
+        n = len(y)
+        results = run_entries(names, x, y, args)
 
     rows, problems = [], []
     print(f"comparing {len(names)} entries on {n} test images at eps {args.eps}"
+          + (" (from their cards)" if args.from_cards else "")
           + (f" in {args.jobs} processes" if args.jobs > 1 else ""), flush=True)
-    for name, (res, found), seconds in run_entries(names, x, y, args):
+    for name, (res, found), seconds in results:
         card = zoo.card(name)
         for msg in found:
             print(f"  WARNING ({card['defense']}): {msg}")
         problems += [f"{card['defense']}: {v}" for v in attacks.check_consistency(res)]
-        masked = attacks.checks.masked_eps(res)
+        masked = {float(e) for e in args.eps if any(w.startswith(f"GRADIENT MASKING at eps={e:g}:")
+                                                    for w in found)}
         for r in res:
             base = {"dataset": args.dataset, "model": name, "defense": card["defense"],
                     "eps": float(r["eps"]), "n": n,
@@ -177,6 +234,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
           "checked: verified <= worst-case attack <= every attack, clean")
     print(to_markdown(table))
     arch = ", ".join(sorted({zoo.card(nm)["arch"] for nm in names}))
+    if len(args.eps) == 1:
+        _plot_bars(rows, args, arch, n, out)
+    else:
+        _plot_curves(rows, args, arch, n, out)
+    print(f"wrote {out}/compare_defenses.csv, .md, accuracy_vs_eps.png, certified_vs_empirical.png "
+          f"in {time.perf_counter() - start:.0f} s")
+    return rows
+
+
+def _plot_curves(rows: list[dict], args, arch: str, n: int, out: Path) -> None:
+    """Several eps: accuracy vs eps, one panel per defense, and worst case vs verified."""
     plot_lines([r for r in rows if r["column"] != TIES_COLUMN], "eps", "accuracy_pct", "column",
                out / "accuracy_vs_eps.png",
                panel="defense", ylabel="accuracy (%)", xlabel="eps (L-inf, input in [0, 1])",
@@ -199,9 +267,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
                dodge=0.008, style=style,
                title=f"{args.dataset} ({arch}): empirical (worst-case attack, solid) vs certified "
                      f"(verified, dashed) robust accuracy per defense, n = {n}")
-    print(f"wrote {out}/compare_defenses.csv, .md, accuracy_vs_eps.png, certified_vs_empirical.png "
-          f"in {time.perf_counter() - start:.0f} s")
-    return rows
+
+
+def _plot_bars(rows: list[dict], args, arch: str, n: int, out: Path) -> None:
+    """One eps: the same two figures as grouped bars, one group per defense."""
+    eps = f"eps = {args.eps[0]:g}"
+    rows = [{**r, "defense": r["defense"] + ("\n(GRADIENT MASKING)" if r["flag"] else "")}
+            for r in rows]
+    plot_bars(rows, "defense", "column", "accuracy_pct", out / "accuracy_vs_eps.png",
+              ylabel="accuracy (%)", ymax=105,
+              title=f"{args.dataset} zoo entries ({arch}, {args.encoding} input) at {eps}: "
+                    f"accuracy per defense and column, n = {n} test images; worst case = every "
+                    f"attack; ties only = worst-case breaks that are ties; verified = proved")
+    keep = ("clean", "worst-case attack", TIES_COLUMN, "verified (best linear)"
+            if any(m in LINEAR for m in args.methods) else "verified (IBP)")
+    plot_bars([r for r in rows if r["column"] in keep], "defense", "column", "accuracy_pct",
+              out / "certified_vs_empirical.png", ylabel="accuracy (%)", ymax=105,
+              title=f"{args.dataset} ({arch}) at {eps}: clean, empirical (worst-case attack) and "
+                    f"certified (verified) accuracy per defense, n = {n}")
 
 
 if __name__ == "__main__":

@@ -152,7 +152,8 @@ def plot_bars(rows: Sequence[Row], group: str, bar: str, y: str, path: str | os.
     groups = list(dict.fromkeys(r[group] for r in rows))
     bars = list(dict.fromkeys(r[bar] for r in rows))
     width = 0.8 / len(bars)
-    fig = Figure(figsize=(max(8.0, 2.5 + 1.3 * len(groups) * max(1, len(bars) / 3)), 4.5))
+    fig = Figure(figsize=(min(16.0, max(8.0, 2.5 + 1.3 * len(groups) * max(1, len(bars) / 3))),
+                          5.0))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     for j, name in enumerate(bars):
@@ -164,7 +165,8 @@ def plot_bars(rows: Sequence[Row], group: str, bar: str, y: str, path: str | os.
                 hs.append(vals[0])
         drawn = ax.bar(xs, hs, width, label=str(name), color=f"C{j % 10}",
                        hatch="//" if "certified" in str(name) or "verified" in str(name) else None)
-        ax.bar_label(drawn, fmt="%.1f", fontsize=7)
+        ax.bar_label(drawn, fmt="%.1f", fontsize=7 if len(groups) * len(bars) <= 30 else 5,
+                     rotation=0 if len(groups) * len(bars) <= 30 else 90)
     ax.set_xticks(range(len(groups)), [str(g) for g in groups], rotation=15)
     if ymax is not None:
         ax.set_ylim(0, ymax)

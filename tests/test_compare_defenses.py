@@ -11,6 +11,7 @@ from tables import assert_percent_table
 
 import attacks
 import zoo
+from snncertify.report import percent
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -84,3 +85,23 @@ def test_check_consistency_rules():
     assert attacks.check_consistency(rows) == [
         "eps=0.1: worst case 10 > clean 9", "eps=0.1: worst case 10 > PGD 6",
         "eps=0.1: worst case 10 > Square 7"]
+
+
+def test_from_cards_tabulates_the_cards_own_numbers(compare, tmp_path):
+    rows = compare.main(["--from-cards", "--eps", "0.05", "--quiet", "--out", str(tmp_path)])
+    assert (tmp_path / "certified_vs_empirical.png").read_bytes()[:4] == b"\x89PNG"
+    for name in zoo.list(dataset="digits"):
+        card = zoo.card(name)
+        have = {r["column"]: r for r in card["results"] if r["eps"] == 0.05}
+        cell = {r["column"]: r["accuracy_pct"] for r in rows if r["model"] == name}
+        assert cell["worst-case attack"] == percent(have["robust"]["accuracy"])
+        assert cell["clean"] == percent(have["clean"]["accuracy"])
+        linear = [v["accuracy"] for k, v in have.items() if k in ("certified (crown-ibp)",
+                                                                   "certified (crown)")]
+        assert cell["verified (best linear)"] == percent(max(linear))
+        assert cell[compare.TIES_COLUMN] == percent(have["robust"]["ties"] / have["robust"]["n"])
+        assert all(r["n"] == have["clean"]["n"] for r in rows if r["model"] == name)
+    with pytest.raises(SystemExit, match="no rows at eps"):
+        compare.main(["--from-cards", "--eps", "0.07", "--quiet", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="drop --n"):
+        compare.main(["--from-cards", "--n", "30", "--quiet", "--out", str(tmp_path)])

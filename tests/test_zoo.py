@@ -21,7 +21,7 @@ from snncertify.training.datasets import make_loader
 from snncertify.training.loop import evaluate
 from zoo import hub, registry
 from zoo.__main__ import main as zoo_cli
-from zoo.measure import differences, entry_name, headline, measure
+from zoo.measure import check_order, differences, entry_name, headline, measure
 
 DIGITS = zoo.list(dataset="digits")
 
@@ -95,8 +95,9 @@ CARD_SLACK = 2  # samples: another CPU's rounding may flip a spike (PGD's sign s
 
 def _same_count(a: dict, b: dict) -> bool:
     """Two rows of a card agree: the same cell, within CARD_SLACK samples of each other
-    (tie counts compared where the card has them: cards measured before them do not)."""
-    skip = {"accuracy", "correct", *(k for k in ("ties", "flips") if k not in a)}
+    (tie counts compared where the card has them: cards measured before them do not; an
+    attack's wall seconds never)."""
+    skip = {"accuracy", "correct", "seconds", *(k for k in ("ties", "flips") if k not in a)}
     if {k: v for k, v in a.items() if k not in skip} != {k: v for k, v in b.items() if k not in skip}:
         return False
     return abs(a["accuracy"] - b["accuracy"]) * a["n"] <= CARD_SLACK + 1e-9
@@ -159,6 +160,48 @@ def test_refresh_bounds_rewrites_only_stale_bound_columns(tmp_path, monkeypatch)
         assert path.read_text() == before
     finally:
         registry._cards.cache_clear()
+
+
+def test_remeasure_rewrites_the_measured_fields_and_keeps_the_rest(tmp_path, monkeypatch):
+    from zoo import measure as zoo_measure
+
+    cards = tmp_path / "cards"
+    shutil.copytree(registry.CARDS_DIR, cards)
+    monkeypatch.setattr(registry, "CARDS_DIR", cards)
+    monkeypatch.setattr(zoo_measure, "CARDS_DIR", cards)
+    quick = {"eps": [0.05], "attacks": ["fgsm", "spike-search(pgd_steps=5, restarts=1, iters=2)"],
+             "methods": ["ibp"], "n": 40, "subset_seed": 0, "seed": 0, "batch_size": 40,
+             "threads": 1}
+    monkeypatch.setattr(zoo_measure, "default_protocol", lambda dataset, eps: dict(quick))
+    registry._cards.cache_clear()
+    try:
+        name = "digits-fc-pgd-at"
+        old = json.loads((cards / f"{name}.json").read_text())
+        new = zoo_measure.remeasure(name, None, notes="re-measured", progress=False)
+        assert json.loads((cards / f"{name}.json").read_text()) == new
+        assert {k: new[k] for k in ("training", "weights", "certify", "neurons")} == \
+            {k: old[k] for k in ("training", "weights", "certify", "neurons")}
+        assert new["notes"] == "re-measured" and new["protocol"]["measure_seconds"] > 0
+        assert new["protocol"]["attacks"] == quick["attacks"]
+        columns = [r["column"] for r in new["results"]]
+        assert columns == ["clean", "FGSM", "SpikeSearch-5+1x2", "robust", "certified (ibp)"]
+        assert all(r["n"] == 40 and r["eps"] == 0.05 for r in new["results"])
+        assert all("seconds" in r and "ties" in r for r in new["results"] if r["kind"] == "attack")
+    finally:
+        registry._cards.cache_clear()
+
+
+def test_measured_rows_must_keep_their_order():
+    rows = [{"eps": 0.1, "kind": "clean", "accuracy": 0.9},
+            {"eps": 0.1, "kind": "attack", "accuracy": 0.5},
+            {"eps": 0.1, "kind": "robust", "accuracy": 0.4},
+            {"eps": 0.1, "kind": "certified", "accuracy": 0.3}]
+    check_order("ok", rows)
+    for i, bad in ((3, 0.45), (2, 0.55), (1, 0.95)):
+        broken = [dict(r) for r in rows]
+        broken[i]["accuracy"] = bad
+        with pytest.raises(AssertionError, match="fails"):
+            check_order("bad", broken)
 
 
 def test_cli_eval_reports_differences(capsys):

@@ -42,6 +42,8 @@ from .registry import CARDS_DIR, _cards
 ROW_KEYS = ("eps", "column", "kind", "accuracy", "correct", "n")
 #: kept too where a row has them (attack and worst-case rows): breaks by a tie only / a flip
 TIE_KEYS = ("ties", "flips")
+#: kept on attack rows: wall seconds of the attack over the subset (``threads`` CPU threads)
+TIME_KEYS = ("seconds",)
 
 #: what a card's commands say instead of a machine's data folder
 DATA_PLACEHOLDER = "DATA"
@@ -104,7 +106,8 @@ def measure(bnet: BoundedSNN, dataset: str, data_root: str | None, protocol: dic
     finally:
         torch.set_num_threads(threads)
     rows = [{k: r["attack" if k == "column" else k] for k in ROW_KEYS}
-            | {k: r[k] for k in TIE_KEYS if k in r} for r in res]
+            | {k: r[k] for k in TIE_KEYS if k in r}
+            | ({k: r[k] for k in TIME_KEYS} if r["kind"] == "attack" else {}) for r in res]
     check_order(getattr(bnet, "name", dataset), rows)
     return {"clean_accuracy": clean, "n_test": len(loader.dataset), "results": rows,
             "warnings": list(res.warnings)}
