@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--eps", type=float, nargs="+", help="default: each run's training eps")
     p.add_argument("--n", type=int, default=1000, help="seeded test subset for attacks/bounds")
     p.add_argument("--attacks", nargs="+",
-                   default=["fgsm", "pgd", "pgd@surrogate:fast_sigmoid", "apgd-ce", "apgd-dlr", "square"])
-    p.add_argument("--square-queries", type=int, default=1000)
+                   default=[*attacks.DEFAULT_ATTACKS, "pgd@surrogate:fast_sigmoid"],
+                   help="attack specs; default: the full default suite (SpikeSearch included) "
+                        "plus PGD through a fast-sigmoid surrogate")
+    p.add_argument("--square-queries", type=int, default=5000)
     p.add_argument("--methods", nargs="+", default=["ibp"], help="bound methods (all runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
