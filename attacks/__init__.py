@@ -29,7 +29,7 @@ from .classifier import (
     make_surrogate,
     strict_correct,
 )
-from .evaluate import DEFAULT_ATTACKS, Results, evaluate
+from .evaluate import DEFAULT_ATTACKS, Results, certified_column, certified_method, evaluate
 from .report import plot, read_csv, to_csv, to_markdown
 from .spike_search import SpikeSearch
 from .suite import (
@@ -75,6 +75,8 @@ __all__ = [
     "Square",
     "Transfer",
     "ZeroGradientWarning",
+    "certified_column",
+    "certified_method",
     "evaluate",
     "make_attack",
     "make_surrogate",

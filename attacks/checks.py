@@ -27,6 +27,7 @@ __all__ = [
     "check_square_vs_gradient",
     "check_transfer_vs_whitebox",
     "check_zero_gradients",
+    "flags_masking",
     "run_checks",
 ]
 
@@ -144,22 +145,28 @@ def _below_every_whitebox(rows: Sequence[dict], margin: float, select):
                 yield e, k, r["accuracy"], best
 
 
+def _masking_at(eps: float) -> str:
+    """How every GRADIENT MASKING finding at ``eps`` begins."""
+    return f"GRADIENT MASKING at eps={float(eps):g}:"
+
+
+def flags_masking(messages: Sequence[str], eps: float) -> bool:
+    """Whether one of the findings ``messages`` (:func:`run_checks`' strings, e.g. a zoo
+    card's ``warnings``) flags gradient masking at ``eps``."""
+    return any(m.startswith(_masking_at(eps)) for m in messages)
+
+
 def gradient_free(row: dict) -> bool:
     """A gradient-free column (Square, SpikeSearch): what the masking check holds against
     the gradient attacks."""
     return (not row["gradient_based"] or row.get("search", False)) and not row["transfer"]
 
 
-def masked_eps(rows: Sequence[dict], margin: float = 0.10) -> set[float]:
-    """The eps values at which :func:`check_square_vs_gradient` flags gradient masking."""
-    return {float(e) for e, *_ in _below_every_whitebox(rows, margin, gradient_free)}
-
-
 def check_square_vs_gradient(rows: Sequence[dict], margin: float = 0.10) -> list[str]:
     """GRADIENT MASKING: a gradient-free attack (Square, SpikeSearch) breaks at least
     ``margin`` (a fraction: 0.10 = 10 points) more than EVERY gradient attack."""
     return [
-        f"GRADIENT MASKING at eps={e:g}: gradient-free {k} leaves {fmt_percent(acc)}, every "
+        f"{_masking_at(e)} gradient-free {k} leaves {fmt_percent(acc)}, every "
         f"gradient attack >= {fmt_percent(best)} ({round(100 * (best - acc), 1):g} points; "
         f"flagged from {round(100 * margin, 1):g}): the gradient attacks' figures overstate "
         "robustness; trust the worst case over the full suite, or try other gradient modes"
@@ -170,7 +177,7 @@ def check_square_vs_gradient(rows: Sequence[dict], margin: float = 0.10) -> list
 def check_transfer_vs_whitebox(rows: Sequence[dict], margin: float = 0.10) -> list[str]:
     """A transfer (black-box) attack beating every white-box gradient attack."""
     return [
-        f"GRADIENT MASKING at eps={e:g}: transfer attack {k} leaves {fmt_percent(acc)}, "
+        f"{_masking_at(e)} transfer attack {k} leaves {fmt_percent(acc)}, "
         f"every white-box gradient attack >= {fmt_percent(best)}"
         for e, k, acc, best in _below_every_whitebox(rows, margin, lambda r: r["transfer"])
     ]

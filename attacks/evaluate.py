@@ -32,10 +32,22 @@ from .classifier import AttackableSNN
 from .classifier import margin as score_margin
 from .suite import Attack, check_ball, make_attack
 
-__all__ = ["DEFAULT_ATTACKS", "Results", "evaluate"]
+__all__ = ["DEFAULT_ATTACKS", "Results", "certified_column", "certified_method", "evaluate"]
 
 #: the default suite (see README.md, "Attack evaluation protocol"); add "autoattack", "eot-pgd", transfer as needed.
 DEFAULT_ATTACKS = ("fgsm", "pgd", "apgd-ce", "apgd-dlr", "square", "spike-search")
+
+
+def certified_column(method: str) -> str:
+    """The column (and mask) name of the samples ``method`` certifies."""
+    return f"certified ({method})"
+
+
+def certified_method(column: str) -> str:
+    """The bound method of a :func:`certified_column` name."""
+    if not (column.startswith("certified (") and column.endswith(")")):
+        raise ValueError(f"not a certified column: {column!r}")
+    return column[len("certified ("):-1]
 
 
 class Results(list):
@@ -260,7 +272,7 @@ def evaluate(
             robust_by_eps[e] = robust
             cert_by_eps[e] = {}
             for m in methods:
-                masks[f"certified ({m})"] = cert_by_eps[e][m] = torch.cat(certs[m]).cpu()
+                masks[certified_column(m)] = cert_by_eps[e][m] = torch.cat(certs[m]).cpu()
             if exact:
                 masks["exact"] = torch.cat(exact_cols).cpu() & robust
                 undecided = int(torch.cat(exact_undecided).sum())
@@ -295,7 +307,7 @@ def evaluate(
             if exact:
                 results.append({**row("exact", "exact", masks["exact"]), "undecided": undecided})
             for m in methods:
-                results.append(row(f"certified ({m})", "certified", masks[f"certified ({m})"]))
+                results.append(row(certified_column(m), "certified", masks[certified_column(m)]))
     finally:
         bar.close()
 

@@ -74,7 +74,7 @@ def evaluate_entry(name: str, x: torch.Tensor, y: torch.Tensor, args) -> tuple[l
         if linear:
             best = torch.zeros_like(masks["clean"])
             for m in linear:
-                best |= masks[f"certified ({m})"]
+                best |= masks[attacks.certified_column(m)]
             rows.append({"eps": float(e), "attack": "verified (best linear)", "kind": "certified",
                          "correct": int(best.sum()), "n": len(y),
                          "accuracy": float(best.sum()) / len(y)})
@@ -99,7 +99,7 @@ def card_entry(name: str, eps: list[float]) -> tuple[list[dict], list[str], int]
                          f"re-measure it (python -m zoo remeasure --names {name})")
     for e in eps:
         linear = [r for r in rows if float(r["eps"]) == float(e) and r["kind"] == "certified"
-                  and r["column"][len("certified ("):-1] in LINEAR]
+                  and attacks.certified_method(r["column"]) in LINEAR]
         if linear:
             best = max(linear, key=lambda r: r["correct"])
             rows.append({**best, "attack": "verified (best linear)", "column": None})
@@ -138,10 +138,10 @@ TIES_COLUMN = "worst case: broken by ties only"
 def column_name(r: dict) -> str:
     if r["kind"] == "robust":
         return "worst-case attack"
-    if r["attack"] == "certified (ibp)":
+    if r["attack"] == attacks.certified_column("ibp"):
         return "verified (IBP)"
     if r["kind"] == "certified" and r["attack"] != "verified (best linear)":
-        return "verified (" + r["attack"][len("certified ("):]
+        return f"verified ({attacks.certified_method(r['attack'])})"
     return r["attack"]
 
 
@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         n = sizes.pop()
         protocols = {json.dumps(zoo.card(nm)["protocol"]["attacks"]) for nm in names}
         args.attacks = json.loads(protocols.pop()) if len(protocols) == 1 else ["(per card)"]
-        args.methods = sorted({r["column"][len("certified ("):-1] for nm in names
+        args.methods = sorted({attacks.certified_method(r["column"]) for nm in names
                                for r in zoo.card(nm)["results"] if r["kind"] == "certified"})
         results = ((nm, (rows, found), 0.0) for nm, (rows, found, _) in cards.items())
     else:
@@ -208,8 +208,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for msg in found:
             print(f"  WARNING ({card['defense']}): {msg}")
         problems += [f"{card['defense']}: {v}" for v in attacks.check_consistency(res)]
-        masked = {float(e) for e in args.eps if any(w.startswith(f"GRADIENT MASKING at eps={e:g}:")
-                                                    for w in found)}
+        masked = {float(e) for e in args.eps if attacks.checks.flags_masking(found, e)}
         for r in res:
             base = {"dataset": args.dataset, "model": name, "defense": card["defense"],
                     "eps": float(r["eps"]), "n": n,

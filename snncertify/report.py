@@ -152,6 +152,7 @@ def plot_bars(rows: Sequence[Row], group: str, bar: str, y: str, path: str | os.
     groups = list(dict.fromkeys(r[group] for r in rows))
     bars = list(dict.fromkeys(r[bar] for r in rows))
     width = 0.8 / len(bars)
+    crowded = len(groups) * len(bars) > 30  # labels turned upright and smaller
     fig = Figure(figsize=(min(16.0, max(8.0, 2.5 + 1.3 * len(groups) * max(1, len(bars) / 3))),
                           5.0))
     FigureCanvasAgg(fig)
@@ -165,8 +166,7 @@ def plot_bars(rows: Sequence[Row], group: str, bar: str, y: str, path: str | os.
                 hs.append(vals[0])
         drawn = ax.bar(xs, hs, width, label=str(name), color=f"C{j % 10}",
                        hatch="//" if "certified" in str(name) or "verified" in str(name) else None)
-        ax.bar_label(drawn, fmt="%.1f", fontsize=7 if len(groups) * len(bars) <= 30 else 5,
-                     rotation=0 if len(groups) * len(bars) <= 30 else 90)
+        ax.bar_label(drawn, fmt="%.1f", fontsize=5 if crowded else 7, rotation=90 if crowded else 0)
     ax.set_xticks(range(len(groups)), [str(g) for g in groups], rotation=15)
     if ymax is not None:
         ax.set_ylim(0, ymax)

@@ -290,10 +290,10 @@ def headline(card: dict[str, Any], eps: float | None = None) -> dict[str, Any]:
             "clean %": percent(card["clean_accuracy"]), "n_test": card["n_test"],
             "worst-case attack %": percent(cells["robust"]["accuracy"]),
             "verified %": percent(best["accuracy"]) if best else None,
-            "verified by": best["column"][len("certified ("):-1] if best else None,
+            "verified by": attacks.certified_method(best["column"]) if best else None,
             "n": cells["robust"]["n"],
             # of the worst case's breaks, the ties only (None: measured before tie counts)
             "ties only %": percent(cells["robust"]["ties"] / cells["robust"]["n"])
             if "ties" in cells["robust"] else None,
-            "flag": "GRADIENT MASKING" if any(w.startswith(f"GRADIENT MASKING at eps={eps:g}:")
-                                              for w in card.get("warnings", [])) else ""}
+            "flag": "GRADIENT MASKING"
+            if attacks.checks.flags_masking(card.get("warnings", []), eps) else ""}

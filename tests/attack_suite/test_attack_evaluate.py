@@ -108,6 +108,8 @@ def test_row_checks_on_synthetic_rows():
     assert any("transfer attack T" in m for m in found)
     assert any("largest class share" in m for m in found)
     assert any("clean-trained" in m for m in found)
+    assert ck.flags_masking(found, 0.1) and not ck.flags_masking(found, 0.2)
+    assert not ck.flags_masking([m for _, m in ck.run_checks(good, max_class_share=0.11)], 0.1)
 
 
 def test_batches_and_dataloader_agree(direct_model):
@@ -170,3 +172,9 @@ def test_a_search_far_below_every_gradient_attack_is_flagged(gap, flagged):
     assert bool(found) == flagged
     if flagged:
         assert "GRADIENT MASKING at eps=0.1: gradient-free SpikeSearch" in found[0]
+
+
+def test_certified_column_names_round_trip():
+    assert attacks.certified_method(attacks.certified_column("alpha-crown")) == "alpha-crown"
+    with pytest.raises(ValueError, match="not a certified column"):
+        attacks.certified_method("robust")
