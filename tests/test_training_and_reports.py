@@ -113,3 +113,6 @@ def test_quickstart_main_job_runs_and_writes_its_outputs(tmp_path):
             cert = max(v for (m, e, c), v in by.items() if m == model and e == eps
                        and c.startswith("certified"))
             assert cert <= by[(model, eps, "robust")] <= by[(model, eps, "clean")]
+            assert by[(model, eps, "robust")] + by[(model, eps, quickstart.TIES_COLUMN)] \
+                <= by[(model, eps, "clean")] + 0.1  # ties only are breaks: within one decimal
+    assert quickstart.QUICK_SUITE in (tmp_path / "quickstart.md").read_text()
