@@ -62,13 +62,14 @@ import math
 import re
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import torch
 from snntorch import surrogate as sg
 from torch import Tensor, nn
 
 from snncertify import BoundedSNN
-from snncertify.encoding import rate_pattern
+from snncertify.encoding import Direct
 from snncertify.gradmode import GradMode, OwnSurrogate, RateLaw, Surrogate
 
 __all__ = [
@@ -83,6 +84,8 @@ __all__ = [
 GRAD_MODES = ("bptt", "surrogate:<name>", "rate")
 NOISE_MODES = ("fixed", "fresh")
 
+
+_VALUES = Direct()  # the [B, ...] in [0, 1] input check of the L-inf encodings
 
 class ZeroGradientWarning(UserWarning):
     """The gradient of the loss w.r.t. the whole input batch is exactly zero."""
@@ -139,18 +142,6 @@ def make_surrogate(spec: str) -> Callable[[Tensor], Tensor]:
             except ValueError:
                 raise ValueError(f"bad surrogate argument {item!r} in {spec!r}") from None
     return SURROGATES[m.group(1)](**kwargs)
-
-
-class _ZeroGrad(torch.autograd.Function):
-    """Identity with zero gradient: the exact derivative of a Bernoulli encoder."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        return torch.zeros_like(grad)
 
 
 def margin(scores: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
@@ -211,11 +202,11 @@ class AttackableSNN(nn.Module):
         super().__init__()
         if not isinstance(bnet, BoundedSNN):
             raise TypeError(f"bnet must be a snncertify.BoundedSNN, got {type(bnet).__name__}")
-        if bnet.encoding == "event":
+        if not bnet.encoding.attackable:
             raise NotImplementedError(
-                "gradient attacks on the event encoding are not implemented: an L-inf ball "
-                "on binary frames is not a meaningful threat (use flip budgets with "
-                "bnet.certify(x, y, FlipBudget(k)) for certificates)"
+                f"gradient attacks on the {bnet.encoding.name} encoding are not implemented: an "
+                "L-inf ball on binary frames is not a meaningful threat (use flip budgets with "
+                "bnet.certified(x, y, FlipBudget(k)) for certificates)"
             )
         if encoder_grad not in ("ste", "exact"):
             raise ValueError(f"encoder_grad must be 'ste' or 'exact', got {encoder_grad!r}")
@@ -274,7 +265,7 @@ class AttackableSNN(nn.Module):
     @noise.setter
     def noise(self, mode: str | Tensor) -> None:
         if isinstance(mode, Tensor):
-            if self.bnet.encoding != "rate":
+            if not self.bnet.encoding.stochastic:
                 raise ValueError("a noise tensor only applies to the rate encoding")
             if mode.ndim < 2 or mode.shape[0] != self.bnet.num_steps:
                 raise ValueError(
@@ -291,7 +282,7 @@ class AttackableSNN(nn.Module):
     @property
     def stochastic(self) -> bool:
         """True when two forwards of the same input may differ (fresh rate draws)."""
-        return self.bnet.encoding == "rate" and self._noise == "fresh"
+        return self.bnet.encoding.stochastic and self._noise == "fresh"
 
     @contextlib.contextmanager
     def using(
@@ -302,7 +293,7 @@ class AttackableSNN(nn.Module):
         try:
             if grad is not None:
                 self.grad = grad
-            if noise is not None and self.bnet.encoding == "rate":
+            if noise is not None and self.bnet.encoding.stochastic:
                 self.noise = noise
             yield self
         finally:
@@ -321,7 +312,8 @@ class AttackableSNN(nn.Module):
         when ``seed == bnet.seed``), so attacks, forward and certificates see
         the same draw for a sample whatever its batch.
         """
-        if self.bnet.encoding != "rate":
+        enc = self.bnet.encoding
+        if not enc.stochastic:
             return None
         sample = tuple(x.shape[1:])
         f = self._fixed
@@ -331,7 +323,7 @@ class AttackableSNN(nn.Module):
                     f"the noise pattern has sample shape {list(f.shape[1:])}, the input "
                     f"{list(sample)}"
                 )
-            f = self._fixed = rate_pattern(self.bnet.num_steps, sample, self.seed)
+            f = self._fixed = replace(enc, seed=self.seed).pattern(self.bnet.num_steps, sample)
         if f.device != x.device or f.dtype != x.dtype:
             f = self._fixed = f.to(device=x.device, dtype=x.dtype)
         return f.unsqueeze(1).expand(f.shape[0], x.shape[0], *sample)
@@ -341,25 +333,16 @@ class AttackableSNN(nn.Module):
             self._gen = torch.Generator(device="cpu").manual_seed(
                 getattr(self, "_gen_seed", self.seed + 1)
             )
-        r = torch.rand((self.bnet.num_steps, *x.shape), generator=self._gen)
+        r = self.bnet.encoding.fresh_noise(self.bnet.num_steps, tuple(x.shape), self._gen)
         return r.to(device=x.device, dtype=x.dtype)
 
     # ---------------------------------------------------------------- forward
     @staticmethod
     def validate(x: Tensor) -> None:
-        """ValueError unless ``x`` is a float tensor ``[B, ...]`` with values in [0, 1]."""
-        if not isinstance(x, Tensor) or not x.is_floating_point():
-            raise ValueError(f"input must be a float tensor, got {getattr(x, 'dtype', type(x))}")
-        if x.ndim < 2:
-            raise ValueError(f"input must be [B, ...], got shape {list(x.shape)}")
-        if x.numel():
-            lo, hi = torch.aminmax(x.detach())
-            lo, hi = float(lo), float(hi)
-            if not (lo >= 0.0 and hi <= 1.0):  # also catches NaN
-                raise ValueError(
-                    f"attack input must lie in [0, 1], got values in [{lo:.6g}, {hi:.6g}] "
-                    "(an attack left the box, or the data is not scaled to [0, 1])"
-                )
+        """ValueError unless ``x`` is a float tensor ``[B, ...]`` with values in [0, 1]
+        (the direct/rate input check, :meth:`snncertify.encoding.Encoding.check_input`)."""
+        _VALUES.check_input(x, "attack input", " (an attack left the box, or the data is "
+                            "not scaled to [0, 1])")
 
     def _check_grad(self, g: Tensor) -> None:
         per_sample = g.detach().reshape(g.shape[0], -1).abs().amax(1) == 0
@@ -373,7 +356,7 @@ class AttackableSNN(nn.Module):
             if self.warn_zero_grad:
                 warnings.warn(
                     f"the input gradient is exactly zero for the whole batch (grad="
-                    f"{self.grad_name!r}, encoding={self.bnet.encoding!r}, encoder_grad="
+                    f"{self.grad_name!r}, encoding={self.bnet.encoding.name!r}, encoder_grad="
                     f"{self.encoder_grad!r}): gradient attacks cannot move; robust accuracy "
                     "from them would be MASKED. Use another gradient mode / surrogate, the "
                     "straight-through rate encoder, or a gradient-free attack (Square).",
@@ -382,7 +365,7 @@ class AttackableSNN(nn.Module):
                 )
 
     def _noise_for(self, x: Tensor) -> Tensor | None:
-        if self.bnet.encoding != "rate":
+        if not self.bnet.encoding.stochastic:
             return None
         return self._fresh_noise(x) if self._noise == "fresh" else self.eval_noise(x)
 
@@ -399,8 +382,8 @@ class AttackableSNN(nn.Module):
         if torch.is_grad_enabled() and x.requires_grad:
             x = x.view_as(x)
             x.register_hook(self._check_grad)
-            if self.encoder_grad == "exact" and self.bnet.encoding == "rate":
-                x = _ZeroGrad.apply(x)
+            if self.encoder_grad == "exact":
+                x = self.bnet.encoding.exact_encoder(x)
         scores = self.bnet(x, noise, grad=self._mode)
         return scores if self.logit_scale == 1.0 else scores * self.logit_scale
 

@@ -10,7 +10,7 @@ so a tie is wrong, as in ``BoundedSNN.certify``):
   robust); attacks only run on clean-correct samples;
 * robust accuracy at eps: correct on ``x`` and on EVERY attack's output for
   that sample (per-sample worst case over all attacks);
-* certified accuracy at eps: ``bnet.certify(x, y, eps, method, noise=the fixed
+* certified accuracy at eps: ``bnet.certified(x, y, eps, method, noise=the fixed
   draw)``; it implies robustness, and a certified sample broken by an attack
   is reported as a :class:`~attacks.checks.SoundnessWarning`.
 """
@@ -254,7 +254,7 @@ def evaluate(
                 for m in methods:
                     bar.set_postfix_str(f"eps={e:g} certify {m}")
                     with torch.no_grad():
-                        c = clf.bnet.certify(x, y, e, m, noise=clf.eval_noise(x))
+                        c = clf.bnet.certified(x, y, e, m, noise=clf.eval_noise(x))
                     certs[m].append(c)
                     bar.update(1)
             masks: dict[str, Tensor] = {"clean": torch.cat(clean).cpu()}

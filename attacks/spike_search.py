@@ -157,7 +157,7 @@ class SpikeSearch(Attack):
 
     def _values(self, x, lo, hi, shape) -> Tensor:
         """Candidate values per coordinate ``[B, d, L]``."""
-        if self.clf.bnet.encoding == "rate":
+        if self.clf.bnet.encoding.stochastic:
             r = self.clf.eval_noise(x.reshape(x.shape[0], *shape)).reshape(
                 -1, x.shape[0], x.shape[1]).permute(1, 2, 0)  # [B, d, T]
             inside = (r > lo[..., None]) & (r < hi[..., None])
@@ -239,7 +239,7 @@ class SpikeSearch(Attack):
         if self.prove is None:
             return self._search(x, y, eps)
         with torch.no_grad():  # certified: nothing in the ball breaks them, so skip them
-            proved = self.clf.bnet.certify(x, y, eps, self.prove, noise=self.clf.eval_noise(x))
+            proved = self.clf.bnet.certified(x, y, eps, self.prove, noise=self.clf.eval_noise(x))
         out = x.clone()
         todo = (~proved).nonzero().squeeze(1).to(x.device)
         if len(todo):

@@ -2,7 +2,7 @@
 
 >>> bnet = certify(net, num_steps=10)            # net: an unmodified snnTorch Sequential
 >>> lower, upper = bnet.bounds(x, eps=0.02)      # [B, K] each, sound for |dx|_inf <= eps
->>> ok = bnet.certify(x, y, eps=0.02)            # bool [B]
+>>> ok = bnet.certified(x, y, eps=0.02)           # bool [B]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from . import alpha as _alpha  # noqa: F401  (registers "alpha-crown")
 from . import crown as _crown  # noqa: F401  (registers "crown-ibp", "crown")
 from . import exact as _exact  # noqa: F401  (registers "exact": small nets only)
 from .budget import MemoryBudgetError
+from .encoding import Direct, Encoding, Event, Rate, register_encoding
 from .methods import available_methods, register_method
 from .threat import FlipBudget, FlipMask, LinfBall
 from .wrapper import BoundedSNN
@@ -24,9 +25,9 @@ __version__ = "0.1.0"
 def certify(
     net: nn.Sequential,
     num_steps: int | None,
-    encoding: str = "direct",
+    encoding: str | Encoding = "direct",
     readout: str = "rate",
-    seed: int = 0,
+    seed: int | None = None,
     slack: float = 1e-5,
     memory_budget: int | float | str | None = None,
 ) -> BoundedSNN:
@@ -38,12 +39,14 @@ def certify(
             ``snn.Leaky`` (reset subtract/zero/none; beta and threshold scalar,
             per-neuron or per-channel, learnable or not).
         num_steps: time steps T (may be None for the event encoding).
-        encoding: ``"direct"`` (image as current at every step), ``"rate"``
-            (Bernoulli spikes ``x > r``, one noise draw per certificate) or
-            ``"event"`` (binary frames ``[T, B, ...]``).
+        encoding: an :class:`~snncertify.encoding.Encoding` or its name:
+            ``"direct"`` (image as current at every step), ``"rate"``
+            (Bernoulli spikes ``x > r``, one noise draw per certificate; the
+            same as ``Rate(seed)``) or ``"event"`` (binary frames ``[T, B, ...]``).
         readout: ``"rate"`` (mean of the last layer's spikes), ``"count"``
             (spike count) or ``"membrane"`` (mean membrane of the last Leaky).
-        seed: seed of the default rate-encoding noise draw.
+        seed: seed of the default rate-encoding noise draw (with a name; an
+            encoding object carries its own, default 0).
         slack: relative widening of membrane bounds against float rounding
             (applied only when the threat is not a single point).
         memory_budget: bytes (or a size string such as ``"4GB"``) a bound call
@@ -72,27 +75,29 @@ def verified_accuracy(
     ``x``: ``[N, ...]`` (``[T, N, ...]`` frames for the event encoding), ``y``: ``[N]``;
     ``noise`` (rate encoding): ``[T, N, ...]``. Batched by ``batch_size``.
     """
-    event = bnet.encoding == "event"
+    threat = bnet.threat(x, eps)
     hits = 0
     for i in range(0, len(y), batch_size):
         sl = slice(i, i + batch_size)
-        xb = x[:, sl] if event else x[sl]
-        per_sample_mask = (event and isinstance(eps, Tensor) and eps.ndim == x.ndim
-                           and eps.shape[1] == len(y))
-        eps_b = eps[:, sl] if per_sample_mask else eps
         nz = None if noise is None else noise[:, sl]
-        hits += int(bnet.certify(xb, y[sl], eps_b, method, nz).sum())
+        hits += int(bnet.certified(bnet.encoding.take(x, sl), y[sl], threat.take(sl, x.ndim),
+                                   method, nz).sum())
     return hits / len(y)
 
 
 __all__ = [
     "BoundedSNN",
+    "Direct",
+    "Encoding",
+    "Event",
     "FlipBudget",
     "FlipMask",
     "LinfBall",
     "MemoryBudgetError",
+    "Rate",
     "available_methods",
     "certify",
+    "register_encoding",
     "register_method",
     "verified_accuracy",
 ]

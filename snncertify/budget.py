@@ -185,10 +185,10 @@ class Sizes:
 
 def network_sizes(bnet, x: torch.Tensor) -> Sizes:
     """:class:`Sizes` of ``bnet`` on inputs like ``x`` (one zero sample through the ops)."""
-    sample = tuple(x.shape[2:] if bnet.encoding == "event" else x.shape[1:])
+    sample = bnet.encoding.sample_shape(x)
     steps = bnet.steps_for(x)
     z = torch.zeros((1, *sample), dtype=x.dtype, device=x.device)
-    share = 1 / steps if bnet.encoding == "direct" else 1.0  # static part: once, not per step
+    share = 1 / steps if bnet.encoding.static else 1.0  # static part: once, not per step
     widest = total = z.numel() * share
     leaky = 0
     ops = bnet.ops

@@ -40,7 +40,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from . import encoding as enc
 from . import propagate
 from .budget import CostModel, Plan, Sizes, ibp_cost
 from .methods import register_method, spec_interval
@@ -50,7 +49,7 @@ from .ops.base import rounding_pad
 from .progress import progress_bar
 from .propagate import Propagation, ends_in_leaky
 from .readout import readout_bounds
-from .threat import FlipBudget, Threat
+from .threat import Threat
 
 #: coefficient-sized tensors alive at once per (sample, spec row), per element per step
 ROW_TENSORS = 8
@@ -153,8 +152,8 @@ def make_setup(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Prop
     """Collect the input box, shapes and IBP membrane bounds (``prop``) for ``bnet``."""
     ops = bnet.ops
     check_supported(ops, method)
-    lo, hi, static = enc.encode_interval(bnet.encoding, x, threat, noise)
-    sample = tuple(x.shape[2:] if bnet.encoding == "event" else x.shape[1:])
+    lo, hi, static = bnet.encoding.input_interval(x, threat, noise)
+    sample = bnet.encoding.sample_shape(x)
     leaky = [i for i, op in enumerate(ops) if op.stateful]
     mem_l, mem_u, cur = {}, {}, {}
     for i, rec in zip(leaky, prop.layers, strict=True):
@@ -166,7 +165,7 @@ def make_setup(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Prop
         out_pad = rounding_pad(prop.out_l, prop.out_u, slack)
     return Setup(
         ops=ops, in_shapes=_in_shapes(ops, sample, x), static=static, first_leaky=leaky[0],
-        lo=lo, hi=hi, x0=x if isinstance(threat, FlipBudget) else None, threat=threat,
+        lo=lo, hi=hi, x0=bnet.encoding.clean_frames(x, threat), threat=threat,
         mem_l=mem_l, mem_u=mem_u, cur=cur, out_pad=out_pad, inputs=relaxed_inputs(prop),
         slack=slack, num_steps=bnet.steps_for(x),
         batch=bnet.batch_size(x), plan=plan,
@@ -262,41 +261,19 @@ def back_substitute(
 
 
 def concretize(setup: Setup, lam: Tensor, timed: bool, steps: int) -> tuple[Tensor, Tensor]:
-    """Minimum of ``lam · input`` over the threat, and the magnitude of its terms.
-
-    Box threats (L-inf for direct and rate encodings, a flip mask for events):
-    ``lam+ · lo + lam- · hi``. A flip budget (``FlipBudget(k, mask)``): the
-    minimum of a linear function ``a · s + c`` over binary frames ``s`` at most
-    ``k`` flips (inside ``mask``) away from the clean frames ``s0`` is EXACTLY
-    ``a · s0 + c + (sum of the k most negative flip gains, negatives only)``,
-    where flipping position i changes the value by ``a_i (1 - 2 s0_i)``: the
-    gains are independent, so the best k-subset takes the k smallest.
+    """Minimum of ``lam · input`` over the threat, and the magnitude of its terms
+    (the threat's own geometry: ``concretize`` of :mod:`snncertify.threat`).
 
     ``lam``: ``[steps, B, M, ...]`` (timed) or ``[B, M, ...]`` (static input).
     Returns ``(value [B, M], mag [B, M])``.
     """
-    lo, hi = setup.lo, setup.hi
+    lo, hi, x0 = setup.lo, setup.hi, setup.x0
     if timed:
-        lo, hi = lo[:steps], hi[:steps]
-        lo, hi = lo.unsqueeze(2), hi.unsqueeze(2)  # [steps, B, 1, ...]
+        lo, hi = lo[:steps].unsqueeze(2), hi[:steps].unsqueeze(2)  # [steps, B, 1, ...]
+        x0 = None if x0 is None else x0[:steps].unsqueeze(2)
     else:
         lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)  # [B, 1, ...]
-    size = torch.maximum(lo.abs(), hi.abs())
-    if isinstance(setup.threat, FlipBudget):
-        s0 = setup.x0[:steps].unsqueeze(2)
-        base = (lam * s0).sum(0).flatten(2).sum(-1)
-        mag = (lam.abs() * s0).sum(0).flatten(2).sum(-1)
-        gain = lam * (1 - 2 * s0)
-        gain = torch.where(hi != lo, gain, torch.zeros_like(gain))  # outside the mask: no flip
-        gain = gain.movedim(0, 2).flatten(2)  # [B, M, steps * n]
-        k = min(setup.threat.k, gain.shape[-1])
-        best = torch.topk(gain, k, dim=-1, largest=False).values.clamp(max=0).sum(-1)
-        return base + best, mag + best.abs()
-    val = lam.clamp(min=0) * lo + lam.clamp(max=0) * hi
-    mag = lam.abs() * size
-    if timed:
-        val, mag = val.sum(0), mag.sum(0)
-    return val.flatten(2).sum(-1), mag.flatten(2).sum(-1)
+    return setup.threat.concretize(lam, lo, hi, x0, timed)
 
 
 # --------------------------------------------------------------- outputs

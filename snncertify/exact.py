@@ -75,11 +75,12 @@ import torch
 from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import Tensor
 
+from .encoding import MilpInputs
 from .methods import register_method, spec_interval
-from .milp import Expr, Model, gamma, to_np
+from .milp import Expr, Model, gamma
 from .progress import progress_bar
 from .readout import readout_bounds
-from .threat import FlipBudget, LinfBall, Threat
+from .threat import Threat
 
 DEFAULT_MAX_BINARIES = 5000
 DEFAULT_TIME_LIMIT = 60.0
@@ -92,21 +93,12 @@ class ExactTimeoutWarning(RuntimeWarning):
 # ---------------------------------------------------------------- the program
 @dataclass
 class _Program:
-    """One sample's MILP: model, score expressions and how to read an input back."""
+    """One sample's MILP: model, score expressions and its input variables."""
 
     model: Model
     scores: Expr
-    encoding: str
-    input_cols: np.ndarray | None = None  # direct: x' columns (flattened)
-    lo: np.ndarray | None = None  # direct / rate: per-pixel bounds of x'
-    hi: np.ndarray | None = None
-    rate_free: list[tuple[int, np.ndarray, np.ndarray]] = field(default_factory=list)
-    event_free: np.ndarray | None = None  # [T, n] bool
-    event_cols: np.ndarray | None = None
-    event_x: np.ndarray | None = None  # [T, n]
-    in_shape: tuple[int, ...] = ()
+    inputs: MilpInputs
     num_steps: int = 0
-    ibp_scores: tuple[np.ndarray, np.ndarray] | None = None
 
     def objective(self, c: np.ndarray) -> tuple[np.ndarray, float]:
         """Linear objective ``c @ scores`` as ``(vector over vars, constant)``."""
@@ -118,84 +110,14 @@ class _Program:
         return float(np.abs(c) @ self.scores.error())
 
 
-def _x_bounds(x: Tensor, threat: LinfBall) -> tuple[Tensor, Tensor]:
-    """Per-pixel ``x'`` bounds exactly as :func:`encoding.encode_interval` computes them."""
-    eps = torch.as_tensor(threat.eps, dtype=x.dtype, device=x.device)
-    if eps.ndim == 1:
-        eps = eps.reshape((-1,) + (1,) * (x.ndim - 1))
-    if threat.is_point():
-        return x, x
-    return (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
-
-
 def _build(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop, b: int,
            max_binaries: int) -> _Program:
     """Build the MILP of sample ``b`` (``prop``: the batch's IBP propagation)."""
     model = Model(max_binaries)
     T = bnet.steps_for(x)
-    encoding = bnet.encoding
-    prog = _Program(model, None, encoding, num_steps=T)  # type: ignore[arg-type]
-
-    # ---- inputs: per-step expressions (or one static expression)
-    if encoding == "event":
-        frames = to_np(x[:, b])  # [T, ...]
-        shape = tuple(frames.shape[1:])
-        n = math.prod(shape)
-        mask = getattr(threat, "mask", None)
-        if mask is None:
-            free = np.ones((T, n), dtype=bool)
-        else:
-            full = torch.broadcast_to(mask.to(x.device), x.shape)[:, b]
-            free = full.reshape(T, n).cpu().numpy()
-        xs = frames.reshape(T, n)
-        cols = model.add_vars(np.zeros(int(free.sum())), 1.0, integer=True)
-        vals = np.zeros((T, n), dtype=np.int64)
-        vals[free] = cols
-        if isinstance(threat, FlipBudget):
-            fc = vals[free]
-            sign = np.where(xs[free] > 0.5, -1.0, 1.0)
-            A = sp.csr_matrix((sign, (np.zeros(len(fc), dtype=np.int64), fc)), shape=(1, model.n))
-            model.add_rows(A, -np.inf, threat.k - float((xs[free] > 0.5).sum()))
-        seq = [model.mixed_expr(free[t], vals[t][free[t]], xs[t], shape, True) for t in range(T)]
-        static = None
-        prog.event_free, prog.event_cols, prog.event_x = free, vals, xs
-        prog.in_shape = shape
-    else:
-        assert isinstance(threat, LinfBall)
-        lo_t, hi_t = _x_bounds(x, threat)
-        lo, hi = to_np(lo_t[b]).ravel(), to_np(hi_t[b]).ravel()
-        shape = tuple(x.shape[1:])
-        prog.lo, prog.hi, prog.in_shape = lo, hi, shape
-        if encoding == "direct":
-            cols = model.add_vars(lo, hi, integer=False)
-            prog.input_cols = cols
-            static, seq = model.var_expr(cols, shape), None
-        else:
-            r = to_np(noise[:, b]).reshape(T, -1)
-            s_lo, s_hi = lo[None] > r, hi[None] > r
-            free = s_lo != s_hi
-            cols = model.add_vars(np.zeros(int(free.sum())), 1.0, integer=True)
-            vals = np.zeros(free.shape, dtype=np.int64)
-            vals[free] = cols
-            rr, cc, vv = [], [], []  # chain rows S_a - S_b >= 0 (ties: == 0)
-            eq_flags = []
-            for i in np.flatnonzero(free.any(0)):
-                ts = np.flatnonzero(free[:, i])
-                order = ts[np.argsort(r[ts, i], kind="stable")]
-                prog.rate_free.append((int(i), r[order, i], vals[order, i]))
-                for a, c in zip(order[:-1], order[1:], strict=True):
-                    k = len(eq_flags)
-                    rr += [k, k]
-                    cc += [vals[a, i], vals[c, i]]
-                    vv += [1.0, -1.0]
-                    eq_flags.append(r[a, i] == r[c, i])
-            if eq_flags:
-                A = sp.csr_matrix((vv, (rr, cc)), shape=(len(eq_flags), model.n))
-                eq = np.asarray(eq_flags)
-                model.add_rows(A, 0.0, np.where(eq, 0.0, np.inf))
-            seq = [model.mixed_expr(free[t], vals[t][free[t]], s_lo[t].astype(np.float64),
-                                    shape, True) for t in range(T)]
-            static = None
+    inputs = bnet.encoding.milp_inputs(model, x, threat, noise, b, T)
+    prog = _Program(model, None, inputs, num_steps=T)  # type: ignore[arg-type]
+    static, seq = inputs.static, inputs.seq
 
     # ---- layers: each op encodes itself (snncertify.milp blocks)
     layer = 0
@@ -392,30 +314,6 @@ class ExactResult:
         return self.witness if self.margin_upper <= 0 else None
 
 
-def _witness(prog: _Program, sol: np.ndarray, x: Tensor, b: int) -> Tensor:
-    """The input an MILP solution describes, shaped for ``bnet`` (batch of one)."""
-    if prog.encoding == "direct":
-        v = np.clip(sol[prog.input_cols], prog.lo, prog.hi)
-        return torch.from_numpy(v).to(x.dtype).reshape((1, *prog.in_shape)).to(x.device)
-    if prog.encoding == "rate":
-        xv = prog.lo.copy()
-        for i, r_sorted, cols in prog.rate_free:
-            on = sol[cols] > 0.5
-            if not on.any():
-                continue  # x' = lo: below every free draw
-            k = int(np.flatnonzero(on).max())  # chain: on is a prefix (by r)
-            r_cut = r_sorted[k]
-            above = r_sorted[r_sorted > r_cut]
-            xv[i] = above.min() if above.size else prog.hi[i]
-        # xv holds float32 values (a draw or a bound): exact in x's dtype
-        return torch.from_numpy(xv).to(x.dtype).reshape((1, *prog.in_shape)).to(x.device)
-    frames = prog.event_x.copy()
-    free = prog.event_free
-    frames[free] = np.round(sol[prog.event_cols[free]])
-    T = frames.shape[0]
-    return torch.from_numpy(frames).to(x.dtype).reshape((T, 1, *prog.in_shape)).to(x.device)
-
-
 def _polish(prog: _Program, sol: np.ndarray, c: np.ndarray, target: float,
             time_limit: float) -> np.ndarray | None:
     """Direct input: keep the solution's spikes, push every free membrane away from θ.
@@ -484,7 +382,7 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
         the minimum).
     """
     bnet.check_method_mode("exact")
-    noise = bnet._prepare(x, noise)
+    noise = bnet.prepare(x, noise)
     threat = bnet.threat(x, eps)
     prop = bnet.interval_propagation(x, threat, noise)
     C = bnet.margin_spec(x, y)
@@ -500,7 +398,7 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
         prog = _build(bnet, x, threat, noise, prop, b, max_binaries)
         K = prog.scores.c.size
         noise_b = None if noise is None else noise[:, b:b + 1]
-        clean = x[:, b:b + 1] if bnet.encoding == "event" else x[b:b + 1]
+        clean = bnet.encoding.take(x, slice(b, b + 1))
         best_w, best_m = clean, float(_real_margins(bnet, clean, noise_b, yb)[np.arange(K) != yb].min())
         best_j = None
         lowers: dict[int, float] = {}
@@ -522,18 +420,18 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
             lowers[j] = max(res.lower - rounding[j], float(ibp[b, j]))
             cands = []
             if res.x is not None:
-                w = _witness(prog, res.x, x, b)
+                w = prog.inputs.witness(res.x)
                 m = _real_margins(bnet, w, noise_b, yb)
                 cands.append((w, m))
                 if m[j] > lowers[j] + tol + rounding[j]:  # the band let the MILP cheat: refine
                     sol = None
-                    if bnet.encoding == "direct":
+                    if prog.inputs.continuous:
                         sol = _polish(prog, res.x, c, res.value + tol / 2, time_limit)
                     if sol is None:
                         inner = _solve(prog.model, vec, const, "inner", time_limit)
                         sol = inner.x
                     if sol is not None:
-                        w2 = _witness(prog, sol, x, b)
+                        w2 = prog.inputs.witness(sol)
                         cands.append((w2, _real_margins(bnet, w2, noise_b, yb)))
             for w, m in cands:
                 mj = float(m[np.arange(K) != yb].min())

@@ -1,4 +1,4 @@
-"""Threat models: which inputs a certificate covers.
+"""Threat models: which inputs a certificate covers, and their geometry.
 
 * ``LinfBall(eps)``: every ``x'`` with ``|x' - x|_inf <= eps`` and ``x'`` in
   ``[0, 1]`` (direct and rate encodings). For rate encoding the certificate
@@ -10,6 +10,13 @@
   (restricted to ``mask`` when given). Interval propagation can only use
   "every allowed position may flip"; linear bounds (CROWN) use the budget
   exactly.
+
+Each threat owns its geometry (in the spirit of auto_LiRPA's
+``PerturbationLpNorm``): the input box or flip set (:meth:`LinfBall.box`,
+``flippable``), the minimum of a linear function over it (``concretize``) and
+its extra MILP constraints (``add_milp_rows``). Which threats an encoding
+accepts, and how an ``eps`` argument becomes one, is the encoding's business
+(:mod:`snncertify.encoding`).
 """
 
 from __future__ import annotations
@@ -18,61 +25,10 @@ import math
 import numbers
 from dataclasses import dataclass
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
-
-
-@dataclass(frozen=True)
-class LinfBall:
-    """L-infinity ball of radius ``eps`` (float, or tensor ``[B]`` per sample)."""
-
-    eps: float | Tensor
-
-    def is_point(self) -> bool:
-        return bool(torch.all(torch.as_tensor(self.eps) == 0))
-
-    def take(self, sl: slice, ndim: int) -> LinfBall:
-        """The threat of the samples ``sl`` of the batch (inputs of rank ``ndim``)."""
-        per_sample = isinstance(self.eps, Tensor) and self.eps.ndim == 1
-        return LinfBall(self.eps[sl]) if per_sample else self
-
-
-@dataclass(frozen=True)
-class FlipMask:
-    """Positions that may flip, bool, broadcastable to the frames ``[T, B, ...]``."""
-
-    mask: Tensor
-
-    def is_point(self) -> bool:
-        return not bool(self.mask.any())
-
-    def take(self, sl: slice, ndim: int) -> FlipMask:
-        """The threat of the samples ``sl`` of the batch (axis 1 of frames of rank ``ndim``)."""
-        return FlipMask(_take_mask(self.mask, sl, ndim))
-
-
-@dataclass(frozen=True)
-class FlipBudget:
-    """At most ``k`` flips, inside ``mask`` (bool, broadcastable to ``[T, B, ...]``) if given."""
-
-    k: int
-    mask: Tensor | None = None
-
-    def is_point(self) -> bool:
-        return self.k == 0 or (self.mask is not None and not bool(self.mask.any()))
-
-    def take(self, sl: slice, ndim: int) -> FlipBudget:
-        """The threat of the samples ``sl`` of the batch (axis 1 of frames of rank ``ndim``)."""
-        return self if self.mask is None else FlipBudget(self.k, _take_mask(self.mask, sl, ndim))
-
-
-def _take_mask(mask: Tensor, sl: slice, ndim: int) -> Tensor:
-    """Rows ``sl`` of the batch axis of a mask broadcastable to frames ``[T, B, ...]``
-    of rank ``ndim`` (a mask without its own batch axis applies to every sample)."""
-    return mask[:, sl] if mask.ndim == ndim and mask.shape[1] != 1 else mask
-
-
-Threat = LinfBall | FlipMask | FlipBudget
 
 
 def _check_eps_number(eps: float) -> None:
@@ -84,27 +40,23 @@ def _check_eps_number(eps: float) -> None:
         raise ValueError(f"eps must be >= 0, got {eps}")
 
 
-def make_threat(encoding: str, eps, batch_size: int) -> Threat:
-    """Validate ``eps`` for ``encoding`` and turn it into a threat model.
+def box_concretize(lam: Tensor, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """Elementwise minimum ``lam+ · lo + lam- · hi`` of ``lam · s`` over the box
+    ``lo <= s <= hi`` and the magnitude ``|lam| · max(|lo|, |hi|)`` of its terms
+    (all broadcast, not yet summed)."""
+    val = lam.clamp(min=0) * lo + lam.clamp(max=0) * hi
+    return val, lam.abs() * torch.maximum(lo.abs(), hi.abs())
 
-    direct / rate: ``eps`` is a float >= 0 or a tensor ``[B]`` of them.
-    event: ``eps`` is a bool mask broadcastable to ``[T, B, ...]`` (positions
-    that may flip) or an int budget ``k >= 0`` of flips anywhere.
-    A ready threat object is validated and passed through.
-    """
-    if isinstance(eps, (LinfBall, FlipMask, FlipBudget)):
-        threat = eps
-    elif encoding == "event":
-        if isinstance(eps, Tensor) and eps.dtype == torch.bool:
-            threat = FlipMask(eps)
-        elif isinstance(eps, numbers.Integral) and not isinstance(eps, bool):
-            threat = FlipBudget(int(eps))
-        else:
-            raise ValueError(
-                "event encoding: eps must be a bool mask of positions that may flip "
-                f"or an int flip budget, got {type(eps).__name__}"
-            )
-    else:
+
+@dataclass(frozen=True)
+class LinfBall:
+    """L-infinity ball of radius ``eps`` (float, or tensor ``[B]`` per sample), clipped to [0, 1]."""
+
+    eps: float | Tensor
+
+    @classmethod
+    def parse(cls, eps, batch_size: int) -> LinfBall:
+        """Validate ``eps`` (a float >= 0, or a tensor ``[]`` / ``[B]`` of them)."""
         if isinstance(eps, Tensor):
             if not eps.is_floating_point():
                 eps = eps.float()
@@ -119,15 +71,138 @@ def make_threat(encoding: str, eps, batch_size: int) -> Threat:
                 raise ValueError(f"eps must be >= 0, got min {eps.min().item()}")
         else:
             _check_eps_number(eps)
-        threat = LinfBall(eps)
+        return cls(eps)
 
-    if encoding == "event" and isinstance(threat, LinfBall):
-        raise ValueError("event encoding takes a FlipMask or FlipBudget threat, not LinfBall")
-    if encoding != "event" and not isinstance(threat, LinfBall):
-        raise ValueError(f"{encoding} encoding takes an L-inf eps, not {type(threat).__name__}")
-    if isinstance(threat, FlipBudget) and threat.k < 0:
-        raise ValueError(f"flip budget must be >= 0, got {threat.k}")
-    for m in (getattr(threat, "mask", None),):
-        if m is not None and m.dtype != torch.bool:
-            raise ValueError(f"flip mask must be a bool tensor, got {m.dtype}")
-    return threat
+    def is_point(self) -> bool:
+        return bool(torch.all(torch.as_tensor(self.eps) == 0))
+
+    def take(self, sl: slice, ndim: int) -> LinfBall:
+        """The threat of the samples ``sl`` of the batch (inputs of rank ``ndim``)."""
+        per_sample = isinstance(self.eps, Tensor) and self.eps.ndim == 1
+        return LinfBall(self.eps[sl]) if per_sample else self
+
+    def box(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Per-element bounds ``(lo, hi)`` of ``x'`` (each like ``x`` ``[B, ...]``):
+        ``clamp(x -/+ eps, 0, 1)``; ``(x, x)`` itself for a point."""
+        if self.is_point():
+            return x, x
+        eps = torch.as_tensor(self.eps, dtype=x.dtype, device=x.device)
+        if eps.ndim == 1:
+            eps = eps.reshape((-1,) + (1,) * (x.ndim - 1))
+        return (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
+
+    def concretize(self, lam: Tensor, lo: Tensor, hi: Tensor, x0: Tensor | None,
+                   timed: bool) -> tuple[Tensor, Tensor]:
+        """Minimum of ``lam · s`` over the encoded input box and its term magnitude.
+
+        ``lam``: ``[steps, B, M, ...]`` (timed) or ``[B, M, ...]``; ``lo``/``hi``
+        broadcast to it. Returns ``(value [B, M], mag [B, M])``; ``x0`` unused.
+        """
+        val, mag = box_concretize(lam, lo, hi)
+        if timed:
+            val, mag = val.sum(0), mag.sum(0)
+        return val.flatten(2).sum(-1), mag.flatten(2).sum(-1)
+
+    def add_milp_rows(self, model, free: np.ndarray, cols: np.ndarray, frames: np.ndarray) -> None:
+        """No constraints beyond the variables' box."""
+
+
+def _take_mask(mask: Tensor, sl: slice, ndim: int) -> Tensor:
+    """Rows ``sl`` of the batch axis of a mask broadcastable to frames ``[T, B, ...]``
+    of rank ``ndim`` (a mask without its own batch axis applies to every sample)."""
+    return mask[:, sl] if mask.ndim == ndim and mask.shape[1] != 1 else mask
+
+
+def _check_mask(mask: Tensor | None) -> None:
+    if mask is not None and (not isinstance(mask, Tensor) or mask.dtype != torch.bool):
+        raise ValueError(f"flip mask must be a bool tensor, got {getattr(mask, 'dtype', mask)}")
+
+
+@dataclass(frozen=True)
+class FlipMask:
+    """Positions that may flip, bool, broadcastable to the frames ``[T, B, ...]``."""
+
+    mask: Tensor
+
+    def __post_init__(self) -> None:
+        _check_mask(self.mask)
+
+    def is_point(self) -> bool:
+        return not bool(self.mask.any())
+
+    def take(self, sl: slice, ndim: int) -> FlipMask:
+        """The threat of the samples ``sl`` of the batch (axis 1 of frames of rank ``ndim``)."""
+        return FlipMask(_take_mask(self.mask, sl, ndim))
+
+    def flippable(self, x: Tensor) -> Tensor:
+        """Bool ``[T, B, ...]`` like the frames ``x``: the positions that may flip."""
+        return torch.broadcast_to(self.mask.to(x.device), x.shape)
+
+    def concretize(self, lam: Tensor, lo: Tensor, hi: Tensor, x0: Tensor | None,
+                   timed: bool) -> tuple[Tensor, Tensor]:
+        """A flip mask is a box over binary frames: as :meth:`LinfBall.concretize`."""
+        return LinfBall.concretize(self, lam, lo, hi, x0, timed)  # type: ignore[arg-type]
+
+    def add_milp_rows(self, model, free: np.ndarray, cols: np.ndarray, frames: np.ndarray) -> None:
+        """No constraints beyond the flip binaries."""
+
+
+@dataclass(frozen=True)
+class FlipBudget:
+    """At most ``k`` flips, inside ``mask`` (bool, broadcastable to ``[T, B, ...]``) if given."""
+
+    k: int
+    mask: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.k, bool) or not isinstance(self.k, numbers.Integral):
+            raise ValueError(f"flip budget must be an int, got {type(self.k).__name__}")
+        if self.k < 0:
+            raise ValueError(f"flip budget must be >= 0, got {self.k}")
+        _check_mask(self.mask)
+
+    def is_point(self) -> bool:
+        return self.k == 0 or (self.mask is not None and not bool(self.mask.any()))
+
+    def take(self, sl: slice, ndim: int) -> FlipBudget:
+        """The threat of the samples ``sl`` of the batch (axis 1 of frames of rank ``ndim``)."""
+        return self if self.mask is None else FlipBudget(self.k, _take_mask(self.mask, sl, ndim))
+
+    def flippable(self, x: Tensor) -> Tensor:
+        """Bool ``[T, B, ...]``: the mask, or every position when there is none."""
+        if self.mask is None:
+            return torch.ones_like(x, dtype=torch.bool)
+        return torch.broadcast_to(self.mask.to(x.device), x.shape)
+
+    def concretize(self, lam: Tensor, lo: Tensor, hi: Tensor, x0: Tensor | None,
+                   timed: bool) -> tuple[Tensor, Tensor]:
+        """Minimum of ``a · s + c`` over binary frames ``s`` at most ``k`` flips
+        (inside the mask) from the clean frames ``s0 = x0``: EXACTLY
+        ``a · s0 + c + (sum of the k most negative flip gains, negatives only)``,
+        where flipping position i changes the value by ``a_i (1 - 2 s0_i)`` (the
+        gains are independent, so the best k-subset takes the k smallest).
+
+        ``lam`` ``[steps, B, M, ...]``, ``lo``/``hi``/``x0`` ``[steps, B, 1, ...]``
+        (positions with ``lo == hi`` may not flip). Returns ``(value, mag)`` ``[B, M]``.
+        """
+        base = (lam * x0).sum(0).flatten(2).sum(-1)
+        mag = (lam.abs() * x0).sum(0).flatten(2).sum(-1)
+        gain = lam * (1 - 2 * x0)
+        gain = torch.where(hi != lo, gain, torch.zeros_like(gain))  # outside the mask: no flip
+        gain = gain.movedim(0, 2).flatten(2)  # [B, M, steps * n]
+        k = min(self.k, gain.shape[-1])
+        best = torch.topk(gain, k, dim=-1, largest=False).values.clamp(max=0).sum(-1)
+        return base + best, mag + best.abs()
+
+    def add_milp_rows(self, model, free: np.ndarray, cols: np.ndarray, frames: np.ndarray) -> None:
+        """``sum of flips <= k``: over the binaries ``cols[free]`` of the frames ``[T, n]``."""
+        fc = cols[free]
+        on = frames[free] > 0.5
+        sign = np.where(on, -1.0, 1.0)
+        A = sp.csr_matrix((sign, (np.zeros(len(fc), dtype=np.int64), fc)), shape=(1, model.n))
+        model.add_rows(A, -np.inf, self.k - float(on.sum()))
+
+
+Threat = LinfBall | FlipMask | FlipBudget
+THREATS = (LinfBall, FlipMask, FlipBudget)
+

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor, nn
 
-from . import encoding as enc
 from . import propagate
 from .budget import MemoryBudgetError, Plan, Sizes, network_sizes, parse_budget, plan_chunks
+from .encoding import Encoding, make_encoding
 from .gradmode import GradMode
 from .methods import call_method, method_cost
 from .ops import IdentityOp
 from .parse import parse_network
 from .propagate import Propagation
 from .readout import READOUTS, readout_bounds
-from .threat import Threat, make_threat
+from .threat import Threat
 
 
 class BoundedSNN(nn.Module):
@@ -24,13 +26,11 @@ class BoundedSNN(nn.Module):
     wrapped network (``self.net``), so training either trains both.
 
     Shapes: ``x`` is ``[B, ...]`` in [0, 1] (``[T, B, ...]`` binary frames for
-    the event encoding); scores are ``[B, K]``.
-
-    Rate noise policy: a call without ``noise=`` uses ONE pattern
-    ``r`` ``[T, *sample_shape]`` drawn (on the CPU) from a generator seeded with
-    ``seed`` and shared by every sample, so a sample's default draw never
-    depends on its batch, its position in it or the device; forward, bounds,
-    ``verified_accuracy`` and :mod:`attacks` all use it.
+    the event encoding); scores are ``[B, K]``. Everything that depends on the
+    input encoding is asked of ``self.encoding`` (:mod:`snncertify.encoding`),
+    e.g. the rate noise policy (:class:`~snncertify.encoding.Rate`: one seeded
+    pattern shared by every sample), which forward, bounds,
+    ``verified_accuracy`` and :mod:`attacks` all use.
 
     Train mode (``bnet.train()``, as ``net.train()``) runs every module as the
     user's own per-step loop does: BatchNorm normalises each step with that
@@ -46,21 +46,17 @@ class BoundedSNN(nn.Module):
         self,
         net: nn.Sequential,
         num_steps: int | None,
-        encoding: str = "direct",
+        encoding: str | Encoding = "direct",
         readout: str = "rate",
-        seed: int = 0,
+        seed: int | None = None,
         slack: float = 1e-5,
         memory_budget: int | float | str | None = None,
     ) -> None:
         super().__init__()
-        if encoding not in enc.ENCODINGS:
-            raise ValueError(f"encoding must be one of {enc.ENCODINGS}, got {encoding!r}")
+        encoding = make_encoding(encoding, seed)
         if readout not in READOUTS:
             raise ValueError(f"readout must be one of {READOUTS}, got {readout!r}")
-        if num_steps is None and encoding != "event":
-            raise ValueError(f"num_steps is required for the {encoding} encoding")
-        if num_steps is not None and (not isinstance(num_steps, int) or num_steps < 1):
-            raise ValueError(f"num_steps must be a positive int, got {num_steps!r}")
+        encoding.check_num_steps(num_steps)
         if not slack >= 0:
             raise ValueError(f"slack must be >= 0, got {slack}")
         if memory_budget is not None:
@@ -75,13 +71,14 @@ class BoundedSNN(nn.Module):
         self.num_steps = num_steps
         self.encoding = encoding
         self.readout = readout
-        self.seed = seed
+        #: the seed of the rate draw (the encoding's own), else of attacks' fresh draws
+        self.seed = getattr(encoding, "seed", 0 if seed is None else int(seed))
         self.slack = slack
         self.memory_budget = memory_budget
 
     def extra_repr(self) -> str:
         return (
-            f"num_steps={self.num_steps}, encoding={self.encoding!r}, "
+            f"num_steps={self.num_steps}, encoding={self.encoding.name!r}, "
             f"readout={self.readout!r}, seed={self.seed}"
         )
 
@@ -98,51 +95,37 @@ class BoundedSNN(nn.Module):
 
     # ----------------------------------------------------------------- inputs
     def steps_for(self, x: Tensor) -> int:
-        if self.encoding == "event":
-            if self.num_steps is not None and x.shape[0] != self.num_steps:
-                raise ValueError(
-                    f"event input has {x.shape[0]} frames, the model runs {self.num_steps} steps"
-                )
-            return x.shape[0]
-        return self.num_steps
+        """Time steps of a run on ``x``."""
+        return self.encoding.steps_for(x, self.num_steps)
 
     def batch_size(self, x: Tensor) -> int:
-        return x.shape[1] if self.encoding == "event" else x.shape[0]
+        return self.encoding.batch_size(x)
 
-    def draw_noise(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Rate-encoding noise ``[T, *x.shape]``, uniform in [0, 1).
+    def draw_noise(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
+        """Encoder noise ``[T, *x.shape]`` (None for an encoding without noise).
 
-        Without ``generator``: the default pattern (class docstring), the same
-        for every sample. With one: fresh independent draws for every sample
-        and step (training, EOT), drawn on the generator's device.
+        Without ``generator``: the default draw (rate: one seeded pattern, the
+        same for every sample). With one: fresh independent draws for every
+        sample and step (training, EOT), drawn on the generator's device.
         """
         if generator is None:
-            pattern = enc.rate_pattern(self.num_steps, tuple(x.shape[1:]), self.seed)
-            pattern = pattern.to(device=x.device, dtype=x.dtype)
-            return pattern.unsqueeze(1).expand(self.num_steps, *x.shape)
-        shape = (self.num_steps, *x.shape)
-        r = torch.rand(shape, generator=generator, device=generator.device)
-        return r.to(device=x.device, dtype=x.dtype)
+            return self.encoding.default_noise(x, self.num_steps)
+        r = self.encoding.fresh_noise(self.num_steps, tuple(x.shape), generator)
+        return None if r is None else r.to(device=x.device, dtype=x.dtype)
 
-    def _prepare(self, x: Tensor, noise: Tensor | None) -> Tensor | None:
-        enc.check_input(self.encoding, x)
+    def prepare(self, x: Tensor, noise: Tensor | None) -> Tensor | None:
+        """Check ``x`` (and ``noise``); returns the noise a call on ``x`` uses."""
+        self.encoding.check_input(x)
         self.steps_for(x)
-        if self.encoding != "rate":
-            if noise is not None:
-                raise ValueError(f"noise= only applies to the rate encoding, not {self.encoding!r}")
-            return None
-        if noise is None:
-            return self.draw_noise(x)
-        enc.check_noise(noise, x, self.num_steps)
-        return noise
+        return self.encoding.resolve_noise(x, self.num_steps, noise)
 
     # ---------------------------------------------------------------- forward
     def trace(
         self, x: Tensor, noise: Tensor | None = None, grad: GradMode | None = None
     ) -> tuple[Tensor, Propagation]:
         """Forward pass that also returns every Leaky's currents, membranes and spikes."""
-        noise = self._prepare(x, noise)
-        z, static = enc.encode(self.encoding, x, noise, grad)
+        noise = self.prepare(x, noise)
+        z, static = self.encoding.encode(x, noise, grad)
         prop = propagate.forward(self.ops, z, static, self.steps_for(x), grad)
         return readout_bounds(self.readout, prop)[0], prop
 
@@ -159,7 +142,8 @@ class BoundedSNN(nn.Module):
 
     # ----------------------------------------------------------------- bounds
     def threat(self, x: Tensor, eps) -> Threat:
-        return make_threat(self.encoding, eps, self.batch_size(x))
+        """The threat ``eps`` means for inputs ``x`` (the encoding's parser)."""
+        return self.encoding.threat(eps, self.batch_size(x))
 
     def interval_propagation(self, x: Tensor, threat: Threat, noise: Tensor | None) -> Propagation:
         """S-IBP with every Leaky's bounds recorded (``x``, ``noise`` already checked).
@@ -170,13 +154,13 @@ class BoundedSNN(nn.Module):
         stats = None
         if self.batch_dependent():
             stats = {}
-            z, static = enc.encode(self.encoding, x, noise)
+            z, static = self.encoding.encode(x, noise)
             point = propagate.forward(self.ops, z, static, self.steps_for(x), stats=stats)
             if threat.is_point():
                 return point
         elif threat.is_point():
             return self.trace(x, noise)[1]
-        lo, hi, static = enc.encode_interval(self.encoding, x, threat, noise)
+        lo, hi, static = self.encoding.input_interval(x, threat, noise)
         return propagate.interval(
             self.ops, lo, hi, static, self.steps_for(x), self.slack, stats=stats
         )
@@ -214,7 +198,7 @@ class BoundedSNN(nn.Module):
                 the autograd graph of the whole batch does not.
         """
         self.check_method_mode(method)
-        noise = self._prepare(x, noise)
+        noise = self.prepare(x, noise)
         threat = self.threat(x, eps)
         plan = self.plan(x, C, method, need_upper, memory_budget)
         batch = self.batch_size(x)
@@ -225,12 +209,11 @@ class BoundedSNN(nn.Module):
                 f"method {method!r} in train mode (batch statistics) cannot be split into "
                 f"chunks, and a batch of {batch} does not fit the memory budget: use a "
                 "smaller batch or a larger memory_budget")
-        event = self.encoding == "event"
         parts = []
         for i in range(0, batch, plan.batch):
             sl = slice(i, i + plan.batch)
             parts.append(call_method(
-                method, self, x[:, sl] if event else x[sl], threat.take(sl, x.ndim),
+                method, self, self.encoding.take(x, sl), threat.take(sl, x.ndim),
                 None if noise is None else noise[:, sl], None if C is None else C[sl],
                 need_upper, plan))
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -238,8 +221,7 @@ class BoundedSNN(nn.Module):
     def sizes(self, x: Tensor) -> Sizes:
         """Per-sample layer sizes on inputs like ``x`` (cached per sample shape)."""
         cache = self.__dict__.setdefault("_sizes", {})  # a plain dict: not a submodule
-        key = (tuple(x.shape[2:] if self.encoding == "event" else x.shape[1:]), x.dtype,
-               x.device, self.steps_for(x))
+        key = (self.encoding.sample_shape(x), x.dtype, x.device, self.steps_for(x))
         if key not in cache:
             cache[key] = network_sizes(self, x)
         return cache[key]
@@ -291,15 +273,15 @@ class BoundedSNN(nn.Module):
     def num_classes(self, x: Tensor) -> int:
         """Number of output scores K (one cheap forward on a single sample)."""
         if not hasattr(self, "_num_classes"):
-            one = x[:, :1] if self.encoding == "event" else x[:1]
-            noise = self._prepare(one, None)
-            z, static = enc.encode(self.encoding, one.detach(), noise)
+            one = self.encoding.take(x, slice(0, 1))
+            noise = self.prepare(one, None)
+            z, static = self.encoding.encode(one.detach(), noise)
             with torch.no_grad():  # the fixed function: no running-statistics update, no dropout
                 prop = propagate.forward(self.ops, z, static, self.steps_for(one), stats={})
             self._num_classes = prop.out_l.shape[-1]
         return self._num_classes
 
-    def certify(
+    def certified(
         self, x: Tensor, y: Tensor, eps, method: str = "ibp", noise: Tensor | None = None,
         memory_budget: int | float | str | None = None,
     ) -> Tensor:
@@ -314,3 +296,9 @@ class BoundedSNN(nn.Module):
         others = torch.ones_like(margins, dtype=torch.bool)
         others[torch.arange(margins.shape[0]), y] = False
         return torch.where(others, margins > 0, torch.ones_like(others)).all(dim=1)
+
+    def certify(self, *args, **kwargs) -> Tensor:
+        """Deprecated name of :meth:`certified` (the per-sample verdict); removed next release."""
+        warnings.warn("BoundedSNN.certify is renamed BoundedSNN.certified (snncertify.certify "
+                      "wraps a network)", DeprecationWarning, stacklevel=2)
+        return self.certified(*args, **kwargs)

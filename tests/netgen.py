@@ -165,7 +165,7 @@ def perturbations(bnet, x, eps, n: int, seed: int, noise=None, mask=None) -> tor
     Returns ``[n, B, ...]`` (``[n, T, B, ...]`` for events).
     """
     gen = torch.Generator().manual_seed(seed)
-    if bnet.encoding == "event":
+    if bnet.encoding.name == "event":
         flips = (torch.rand((n, *x.shape), generator=gen) < 0.5) & mask
         return torch.where(flips, 1 - x, x)
     lo, hi = (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
@@ -187,6 +187,6 @@ def perturbations(bnet, x, eps, n: int, seed: int, noise=None, mask=None) -> tor
 
 def reference(bnet, net, x, noise=None):
     """Real snnTorch scores ``[B, K]`` and per-layer (mem, spk) records."""
-    frames = snntorch_frames(bnet.encoding, x, bnet.steps_for(x), noise)
+    frames = snntorch_frames(bnet.encoding.name, x, bnet.steps_for(x), noise)
     out, layers = run_snntorch(net, frames)
     return snntorch_scores(bnet.readout, out, layers), layers

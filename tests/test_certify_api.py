@@ -68,10 +68,10 @@ def test_event_encoding_masks_and_budgets():
     lo_k, up_k = bnet.bounds(x, 2)  # a budget: IBP lets every position flip
     assert (lo_k <= lower).all() and (up_k >= upper).all()
     y = scores.argmax(1)
-    full = bnet.certify(x, y, mask).float().mean().item()
+    full = bnet.certified(x, y, mask).float().mean().item()
     assert verified_accuracy(bnet, x, y, mask, batch_size=2) == pytest.approx(full)
     shared = mask[:, :1]  # [T, 1, 16]: the same positions for every sample
-    full = bnet.certify(x, y, shared).float().mean().item()
+    full = bnet.certified(x, y, shared).float().mean().item()
     assert verified_accuracy(bnet, x, y, shared, batch_size=2) == pytest.approx(full)
     with pytest.raises(ValueError, match="binary"):
         bnet(x * 0.5)
@@ -91,7 +91,7 @@ def test_margins_and_certify():
     expected = lower.gather(1, y[:, None]) - upper
     expected[torch.arange(10), y] = 0.0
     assert torch.equal(margins, expected)
-    cert = bnet.certify(x, y, 0.05)
+    cert = bnet.certified(x, y, 0.05)
     others = margins.clone()
     others[torch.arange(10), y] = float("inf")
     assert torch.equal(cert, (others > 0).all(1))
@@ -99,7 +99,7 @@ def test_margins_and_certify():
     tie = torch.zeros(1, 16)
     s = bnet(tie)
     if (s == s.max()).sum() > 1:
-        assert not bnet.certify(tie, s.argmax(1), 0.0).any()
+        assert not bnet.certified(tie, s.argmax(1), 0.0).any()
     assert 0.0 <= verified_accuracy(bnet, x, y, 0.05) <= 1.0
 
 
@@ -110,7 +110,7 @@ def test_tie_is_not_certified():
         net[3].bias.fill_(1.0)  # every output neuron spikes identically
     bnet = certify(net, 4, readout="count")
     x = torch.rand(2, 16)
-    assert not bnet.certify(x, torch.tensor([0, 1]), 0.0).any()
+    assert not bnet.certified(x, torch.tensor([0, 1]), 0.0).any()
 
 
 def test_bounds_are_differentiable():
@@ -178,9 +178,9 @@ def test_unsupported_module_named_with_position():
         (lambda b, x, y: b.bounds(x.clone().fill_(float("nan")), 0.1), "NaN"),
         (lambda b, x, y: b(torch.rand(3, 15)), "does not fit Linear at '1'"),
         (lambda b, x, y: b(torch.rand(16)), r"shape \[B, \.\.\.\]"),
-        (lambda b, x, y: b.certify(x, y + 5, 0.1), "labels must lie in"),
-        (lambda b, x, y: b.certify(x, y[:2], 0.1), "shape"),
-        (lambda b, x, y: b.certify(x, y.float(), 0.1), "integer"),
+        (lambda b, x, y: b.certified(x, y + 5, 0.1), "labels must lie in"),
+        (lambda b, x, y: b.certified(x, y[:2], 0.1), "shape"),
+        (lambda b, x, y: b.certified(x, y.float(), 0.1), "integer"),
         (lambda b, x, y: b.bounds(x, 0.1, method="nope"), "unknown bound method"),
         (lambda b, x, y: b(x, noise=torch.rand(2, 2)), "noise= only applies"),
     ],

@@ -144,7 +144,7 @@ def test_named_architectures_are_plain_snntorch():
         assert all(m.__module__.startswith(("torch.nn", "snntorch")) for m in net.modules())
         bnet = certify(net, 2, encoding="event" if name.startswith("nmnist") else "direct")
         x = torch.rand(2, *spec.input_shape)
-        if bnet.encoding == "event":
+        if bnet.encoding.name == "event":
             x = (torch.rand(2, 2, *spec.input_shape) < 0.3).float()
         assert bnet(x).shape == (2, 10)
     paper = build_arch("mnist-fc")

@@ -178,7 +178,7 @@ def check_witness(net, bnet, r: exact.ExactResult, readout: str) -> None:
     """The witness is in the threat set and the REAL net reproduces its margin."""
     assert r.status in ("exact", "gap")
     T = bnet.num_steps
-    frames = frames_of(bnet.encoding, r.witness, T, r.noise)
+    frames = frames_of(bnet.encoding.name, r.witness, T, r.noise)
     s = real_scores(net, frames, readout)[0]
     others = torch.arange(s.shape[0]) != r.label
     real = (s[r.label] - s)[others].min().item()

@@ -150,8 +150,8 @@ def test_rate_noise_default_does_not_depend_on_the_batch():
     assert torch.equal(clf.eval_noise(x), full)
     y = torch.randint(0, 4, (10,))
     b64, x64 = float64(bnet), x.double()  # chunks of 3 round differently: float64
-    whole = b64.certify(x64, y, 0.01)
-    parts = torch.cat([b64.certify(x64[i : i + 3], y[i : i + 3], 0.01) for i in range(0, 10, 3)])
+    whole = b64.certified(x64, y, 0.01)
+    parts = torch.cat([b64.certified(x64[i : i + 3], y[i : i + 3], 0.01) for i in range(0, 10, 3)])
     assert torch.equal(whole, parts)
     assert verified_accuracy(b64, x64, y, 0.01, batch_size=3) == verified_accuracy(b64, x64, y, 0.01)
     gen = torch.Generator().manual_seed(1)  # training's fresh draws: independent per sample

@@ -70,7 +70,7 @@ def test_digits_entry_loads_offline_and_reproduces_clean_accuracy(name):
     assert type(net) is nn.Sequential and not net.training
     bnet = zoo.load_bounded(name)
     assert isinstance(bnet, BoundedSNN) and not bnet.training
-    assert (bnet.num_steps, bnet.encoding) == (c["certify"]["num_steps"], c["certify"]["encoding"])
+    assert (bnet.num_steps, bnet.encoding.name) == (c["certify"]["num_steps"], c["certify"]["encoding"])
     acc = evaluate(bnet, make_loader("digits", None, False, 500, num_steps=bnet.num_steps))
     assert acc == c["clean_accuracy"]
     # the table's own invariants: certified <= worst case <= every attack, clean

@@ -136,12 +136,12 @@ class _AttackDefense(Defense):
     def classifier(self, bnet: BoundedSNN):
         import attacks  # the attack layer sits above the core; imported on use
 
-        if bnet.encoding == "event":
+        if not bnet.encoding.attackable:
             raise ValueError(
                 f"the {self.name!r} defense crafts L-inf perturbations, which do not apply "
                 "to binary event frames: train event models with 'clean' or 'certified'"
             )
-        noise = "fresh" if bnet.encoding == "rate" else "fixed"
+        noise = "fresh" if bnet.encoding.stochastic else "fixed"
         return attacks.AttackableSNN(bnet, grad=self.grad, noise=noise, warn_zero_grad=False)
 
 
@@ -247,7 +247,7 @@ class Hire(_AttackDefense):
         return self.periods
 
     def period_net(self, bnet: BoundedSNN) -> BoundedSNN:
-        if bnet.encoding == "event":
+        if not bnet.encoding.attackable:
             self.classifier(bnet)  # raises the clear error
         if bnet.num_steps % self.periods:
             raise ValueError(f"hire: T = {bnet.num_steps} is not divisible by periods = "

@@ -174,7 +174,7 @@ class Trainer:
         b = self.bnet
         return {
             **self.extra,
-            "certify": {"num_steps": b.num_steps, "encoding": b.encoding, "readout": b.readout,
+            "certify": {"num_steps": b.num_steps, "encoding": b.encoding.name, "readout": b.readout,
                         "seed": b.seed},
             "neurons": neuron_params(b.net),
             "defense": self.defense.name,
@@ -237,8 +237,9 @@ class Trainer:
             start, total, seen = time.perf_counter(), 0.0, 0
             for b, ((x, y), g) in enumerate(zip(loader, glob, strict=True)):
                 noise = None
-                if self.bnet.encoding == "rate":  # the global batch's draw, this rank's columns
-                    full = torch.rand((self.bnet.num_steps, len(g), *x.shape[1:]), generator=noise_gen)
+                full = self.bnet.encoding.fresh_noise(
+                    self.bnet.num_steps, (len(g), *x.shape[1:]), noise_gen)
+                if full is not None:  # the global batch's draw, this rank's columns
                     lo = sum(len(c) for c in g.tensor_split(self.world)[: self.rank])
                     noise = full[:, lo : lo + len(y)].to(self.device)
                 x, y = x.to(self.device), y.to(self.device)

@@ -32,7 +32,7 @@ def test_certified_samples_survive_every_attack(request, fixture, eps, method):
     bnet = model.bnet
     x, y = model.x[:96], model.y[:96]
     clf = AttackableSNN(bnet)
-    cert = bnet.certify(x, y, eps, method, noise=clf.eval_noise(x))
+    cert = bnet.certified(x, y, eps, method, noise=clf.eval_noise(x))
     assert int(cert.sum()) >= 10, "the test needs certified samples"
     for atk in _strong_suite():
         x_adv = atk(clf, x, y, eps)

@@ -151,7 +151,7 @@ def test_spike_search_skips_what_a_bound_proves(small_net):
     bnet, x, y = small_net
     eps = 0.02
     clf = attacks.AttackableSNN(bnet)
-    proved = bnet.certify(x, y, eps, "crown-ibp")
+    proved = bnet.certified(x, y, eps, "crown-ibp")
     assert 0 < int(proved.sum()) < int(clf.correct(x, y).sum())  # the test means something
     kw = dict(pgd_steps=10, restarts=2, iters=10)
     full, n_full = _queries(clf, attacks.SpikeSearch(prove=None, **kw), x, y, eps)

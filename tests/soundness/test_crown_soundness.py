@@ -43,7 +43,7 @@ def budget_flips(x: torch.Tensor, k: int, n: int, seed: int) -> torch.Tensor:
 
 
 def flatten_perturbed(bnet, xs: torch.Tensor) -> torch.Tensor:
-    if bnet.encoding == "event":
+    if bnet.encoding.name == "event":
         n, T, B = xs.shape[:3]
         return xs.permute(1, 0, 2, *range(3, xs.ndim)).reshape(T, n * B, *xs.shape[3:])
     return xs.reshape(-1, *xs.shape[2:])

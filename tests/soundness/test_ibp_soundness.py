@@ -26,7 +26,7 @@ SETTINGS = settings(
 
 def _flatten_perturbed(bnet, xs):
     """``[n, B, ...]`` (or ``[n, T, B, ...]``) -> one big batch for the reference run."""
-    if bnet.encoding == "event":
+    if bnet.encoding.name == "event":
         n, T, B = xs.shape[:3]
         return xs.permute(1, 0, 2, *range(3, xs.ndim)).reshape(T, n * B, *xs.shape[3:])
     return xs.reshape(-1, *xs.shape[2:])
