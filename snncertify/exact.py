@@ -357,10 +357,97 @@ def _real_margins(bnet, w: Tensor, noise_b: Tensor | None, y: int) -> np.ndarray
     return s[y] - s
 
 
+@dataclass(frozen=True)
+class ExactOptions:
+    """Settings of :func:`verify`.
+
+    ``time_limit``: seconds per MILP solve; ``max_binaries``: ValueError when a
+    sample's MILP needs more binaries; ``tol``: how close the real margin of a
+    witness must come to the sound bound for ``status == "exact"``;
+    ``progress``: a tqdm bar over samples.
+    """
+
+    time_limit: float = DEFAULT_TIME_LIMIT
+    max_binaries: int = DEFAULT_MAX_BINARIES
+    tol: float = 1e-5
+    progress: bool = False
+
+
+class _SampleSearch:
+    """The exact minimum margin of one sample: every class's MILP, witnesses re-run."""
+
+    def __init__(self, bnet, prog: _Program, clean: Tensor, noise_b: Tensor | None, y: int,
+                 opts: ExactOptions) -> None:
+        self.bnet, self.prog, self.noise_b, self.y, self.opts = bnet, prog, noise_b, y, opts
+        self.others = np.arange(prog.scores.c.size) != y
+        self.best_w, self.best_m = clean, float(self.margins(clean)[self.others].min())
+        self.best_j: int | None = None
+        self.lowers: dict[int, float] = {}
+        self.rounding: dict[int, float] = {}
+        self.timed_out, self.solved = False, 0
+
+    def margins(self, w: Tensor) -> np.ndarray:
+        return _real_margins(self.bnet, w, self.noise_b, self.y)
+
+    def consider(self, w: Tensor, m: np.ndarray) -> None:
+        mj = float(m[self.others].min())
+        if mj < self.best_m:
+            self.best_w, self.best_m = w, mj
+            self.best_j = int(np.flatnonzero(self.others)[np.argmin(m[self.others])])
+
+    def solve_class(self, j: int, ibp_j: float) -> None:
+        """Bound (and try to reach) the margin against class ``j`` (IBP bound ``ibp_j``)."""
+        if ibp_j >= self.best_m:
+            self.lowers[j] = ibp_j  # cannot beat the achieved minimum
+            return
+        prog, tl = self.prog, self.opts.time_limit
+        c = np.zeros(self.others.size)
+        c[self.y], c[j] = 1.0, -1.0
+        vec, const = prog.objective(c)
+        res = _solve(prog.model, vec, const, "outer", tl)
+        self.solved += 1
+        if res.status == "infeasible":
+            raise RuntimeError("the exact MILP is infeasible: please report this network")
+        self.timed_out |= res.status == "timeout"
+        self.rounding[j] = prog.rounding(c)
+        self.lowers[j] = max(res.lower - self.rounding[j], ibp_j)
+        if res.x is None:
+            return
+        w = prog.inputs.witness(res.x)
+        m = self.margins(w)
+        self.consider(w, m)
+        if m[j] > self.lowers[j] + self.opts.tol + self.rounding[j]:  # the band let it cheat
+            sol = None
+            if prog.inputs.continuous:
+                sol = _polish(prog, res.x, c, res.value + self.opts.tol / 2, tl)
+            if sol is None:
+                sol = _solve(prog.model, vec, const, "inner", tl).x
+            if sol is not None:
+                w2 = prog.inputs.witness(sol)
+                self.consider(w2, self.margins(w2))
+
+    def result(self, seconds: float) -> ExactResult:
+        lower = min(self.lowers.values()) if self.lowers else math.inf
+        if self.best_j is None and self.lowers:
+            m = self.margins(self.best_w)
+            self.best_j = int(np.flatnonzero(self.others)[np.argmin(m[self.others])])
+        slack = self.opts.tol + max(self.rounding.values(), default=0.0)
+        exact = self.best_m <= lower + slack
+        status = "timeout" if self.timed_out else ("exact" if exact else "gap")
+        nb = self.noise_b
+        return ExactResult(
+            label=self.y, margin_lower=lower, margin_upper=self.best_m, status=status,
+            worst_class=self.best_j, witness=self.best_w.clone(),
+            noise=None if nb is None else nb.clone(),
+            num_binaries=self.prog.model.n_bin, time_s=seconds,
+            details={"solved": self.solved, "class_lower": self.lowers,
+                     "rounding": self.rounding, "exact_tol": slack},
+        )
+
+
 @torch.no_grad()
 def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
-           time_limit: float = DEFAULT_TIME_LIMIT, max_binaries: int = DEFAULT_MAX_BINARIES,
-           tol: float = 1e-5, progress: bool = False) -> list[ExactResult]:
+           **options) -> list[ExactResult]:
     """Exact minimum margin ``min_{j != y} score_y - score_j`` of every sample, with witnesses.
 
     Args:
@@ -370,95 +457,55 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
         eps: the threat (L-inf radius, or event flip mask / budget).
         noise: rate-encoding draw ``[T, B, ...]`` (default: the seeded draw);
             the result holds for this draw only.
-        time_limit: seconds per MILP solve.
-        max_binaries: ValueError when a sample's MILP needs more binaries.
-        tol: how close the real margin of a witness must come to the sound
-            bound for ``status == "exact"``.
-        progress: show a tqdm bar over samples.
+        options: the fields of :class:`ExactOptions` (``time_limit``,
+            ``max_binaries``, ``tol``, ``progress``), or ``options=ExactOptions(...)``.
 
     Returns:
         One :class:`ExactResult` per sample. Classes whose IBP margin bound is
         already above the best achieved margin are not solved (they cannot be
         the minimum).
     """
+    opts = _options(options)
     bnet.check_method_mode("exact")
     noise = bnet.prepare(x, noise)
     threat = bnet.threat(x, eps)
     prop = bnet.interval_propagation(x, threat, noise)
-    C = bnet.margin_spec(x, y)
     s_lo, s_hi = readout_bounds(bnet.readout, prop)
-    ibp = spec_interval(C, s_lo, s_hi)[0].double().cpu().numpy()
-    results = []
+    ibp = spec_interval(bnet.margin_spec(x, y), s_lo, s_hi)[0].double().cpu().numpy()
     it = range(bnet.batch_size(x))
-    if progress:
+    if opts.progress:
         it = progress_bar(it, desc="exact", unit="sample", leave=False)
+    results = []
     for b in it:
         t0 = time.perf_counter()
-        yb = int(y[b])
-        prog = _build(bnet, x, threat, noise, prop, b, max_binaries)
-        K = prog.scores.c.size
-        noise_b = None if noise is None else noise[:, b:b + 1]
-        clean = bnet.encoding.take(x, slice(b, b + 1))
-        best_w, best_m = clean, float(_real_margins(bnet, clean, noise_b, yb)[np.arange(K) != yb].min())
-        best_j = None
-        lowers: dict[int, float] = {}
-        rounding: dict[int, float] = {}
-        timed_out, solved = False, 0
-        for j in sorted((j for j in range(K) if j != yb), key=lambda j: ibp[b, j]):
-            if ibp[b, j] >= best_m:
-                lowers[j] = float(ibp[b, j])  # cannot beat the achieved minimum
-                continue
-            c = np.zeros(K)
-            c[yb], c[j] = 1.0, -1.0
-            vec, const = prog.objective(c)
-            res = _solve(prog.model, vec, const, "outer", time_limit)
-            solved += 1
-            if res.status == "infeasible":
-                raise RuntimeError("the exact MILP is infeasible: please report this network")
-            timed_out |= res.status == "timeout"
-            rounding[j] = prog.rounding(c)
-            lowers[j] = max(res.lower - rounding[j], float(ibp[b, j]))
-            cands = []
-            if res.x is not None:
-                w = prog.inputs.witness(res.x)
-                m = _real_margins(bnet, w, noise_b, yb)
-                cands.append((w, m))
-                if m[j] > lowers[j] + tol + rounding[j]:  # the band let the MILP cheat: refine
-                    sol = None
-                    if prog.inputs.continuous:
-                        sol = _polish(prog, res.x, c, res.value + tol / 2, time_limit)
-                    if sol is None:
-                        inner = _solve(prog.model, vec, const, "inner", time_limit)
-                        sol = inner.x
-                    if sol is not None:
-                        w2 = prog.inputs.witness(sol)
-                        cands.append((w2, _real_margins(bnet, w2, noise_b, yb)))
-            for w, m in cands:
-                mj = float(m[np.arange(K) != yb].min())
-                if mj < best_m:
-                    best_w, best_m = w, mj
-                    best_j = int(np.flatnonzero(np.arange(K) != yb)[np.argmin(m[np.arange(K) != yb])])
-        lower = min(lowers.values()) if lowers else math.inf
-        if best_j is None and lowers:
-            others = np.arange(K) != yb
-            best_j = int(np.flatnonzero(others)[np.argmin(
-                _real_margins(bnet, best_w, noise_b, yb)[others])])
-        slack = tol + max(rounding.values(), default=0.0)
-        status = "timeout" if timed_out else ("exact" if best_m <= lower + slack else "gap")
-        results.append(ExactResult(
-            label=yb, margin_lower=lower, margin_upper=best_m, status=status,
-            worst_class=best_j, witness=best_w.clone(),
-            noise=None if noise_b is None else noise_b.clone(),
-            num_binaries=prog.model.n_bin, time_s=time.perf_counter() - t0,
-            details={"solved": solved, "class_lower": lowers, "rounding": rounding,
-                     "exact_tol": slack},
-        ))
+        prog = _build(bnet, x, threat, noise, prop, b, opts.max_binaries)
+        sl = slice(b, b + 1)
+        search = _SampleSearch(bnet, prog, bnet.encoding.take(x, sl),
+                               None if noise is None else noise[:, sl], int(y[b]), opts)
+        for j in sorted(np.flatnonzero(search.others), key=lambda j: ibp[b, j]):
+            search.solve_class(int(j), float(ibp[b, j]))
+        results.append(search.result(time.perf_counter() - t0))
     return results
+
+
+def _options(options: dict) -> ExactOptions:
+    if "options" in options:
+        opts = options.pop("options")
+        if options:
+            raise ValueError(f"pass options=ExactOptions(...) or its fields, not both: {options}")
+        return opts
+    try:
+        return ExactOptions(**options)
+    except TypeError:
+        known = sorted(ExactOptions.__dataclass_fields__)
+        raise ValueError(f"verify: unknown option(s) {sorted(set(options) - set(known))}; "
+                         f"known: {known}") from None
 
 
 __all__ = [
     "DEFAULT_MAX_BINARIES",
     "DEFAULT_TIME_LIMIT",
+    "ExactOptions",
     "ExactResult",
     "ExactTimeoutWarning",
     "exact_bounds",
