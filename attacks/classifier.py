@@ -48,7 +48,7 @@ does: this masks every gradient attack and exists to demonstrate the
 Noise policy (rate encoding): ``noise="fixed"`` uses ONE seeded draw
 ``r0`` ``[T, *sample_shape]`` shared by every sample, so a sample sees the
 same draw whatever batch (or subset of a batch, as APGD makes) it is in; pass
-``clf.eval_noise(x)`` to ``bnet.certify`` to certify for the very draw that is
+``clf.eval_noise(x)`` to ``bnet.certified`` to certify for the very draw that is
 attacked. ``noise="fresh"`` draws new noise ``[T, B, ...]`` at every forward
 from a seeded generator (EOT). A tensor ``[T, *sample_shape]`` sets the fixed
 pattern explicitly. Predictions for accuracy always use the fixed draw
