@@ -78,7 +78,7 @@ def alpha_crown(
     of :data:`LEARNING_RATE`). ``need_upper=False`` optimises the lower bounds only
     (upper: IBP's). ``plan``: memory plan (spec rows per chunk).
     """
-    steps = AdamSteps() if steps is None else steps
+    steps = AdamSteps(ITERATIONS, LEARNING_RATE) if steps is None else steps  # read per call
     check_supported(bnet.ops, "alpha-crown")
     with torch.no_grad():
         res = crown_bounds(bnet, x, threat, noise, C, "alpha-crown", need_upper, plan)

@@ -71,7 +71,6 @@ class Relaxation:
         thr = f.thr
         self.off = upper <= thr  # stable below: f = p1
         self.on = lower > thr  # stable above: f = p2
-        self.unstable = ~(self.off | self.on)
         tol = TOL * (1 + thr.abs())
         zero = torch.zeros_like(lower)
         self.left = (thr - lower).clamp(min=0)  # segment lengths, >= 0

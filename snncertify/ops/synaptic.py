@@ -130,7 +130,7 @@ class SynapticOp(NeuronOp):
     def encode_milp_seq(self, model: Model, cur: list[Expr], rec, b: int, T: int,
                         cmag: np.ndarray | None = None) -> tuple[list[Expr], list[Expr]]:
         """The exact verifier's encoding: ``syn_t`` as expressions (rounding tracked),
-        then the Leaky encoding on them, or for the zero reset ``U_t = m_t - Q_t``
+        then :meth:`NeuronOp.encode_milp_seq` on them, or for the zero reset ``U_t = m_t - Q_t``
         with ``Q_t = R_t m_t`` as an exact big-M product."""
         syn, smag = self._milp_synaptic(model, cur, rec, b, T)
         if self.reset != "zero":
