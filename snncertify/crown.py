@@ -9,9 +9,10 @@ on its input plus a constant:
   exact (``ops``' ``backward``/``bias``), batched over time; relaxed ops
   (MaxPool2d) replace themselves by lines chosen from their input bounds
   (``op.backward_relaxed``);
-* a Leaky layer is walked from the last step to the first: the spike
-  ``H(U_t - θ)`` and the decay-and-reset term ``f(U_{t-1})`` (``relax.py``)
-  are replaced by lines chosen by the sign of their coefficient, and
+* a neuron layer (Leaky, Synaptic) is walked from the last step to the first:
+  everything a membrane feeds, its spike ``H(U_t - θ)`` and the decay-and-reset
+  term ``f(U_t)`` of the next step (``relax.py``), is replaced by one lower line
+  (``op.linear_backward``), and
   ``U_t = f(U_{t-1}) + I_t + e_t`` with a rounding term ``|e_t| <= pad_t``
   (the membrane slack of the interval code, ``bnet.slack``);
 * at the input, the bound is concretised over the threat: an L-inf box (the
@@ -27,7 +28,7 @@ Methods registered here: ``"crown-ibp"`` (intermediate bounds from S-IBP, one
 backward pass, differentiable) and ``"crown"`` (each unstable membrane bound
 refined by its own back-substitution first, without autograd: its gradient
 flows through the final passes only, the refined bounds being constants; the
-output is bounded with both slope rules of the joint Leaky relaxation). Both
+output is bounded with both slope rules of the joint neuron relaxation). Both
 return the elementwise best of themselves and S-IBP. Spec rows and refined
 neurons are processed in chunks that fit the call's memory budget
 (:class:`~snncertify.budget.Plan`).
@@ -35,7 +36,7 @@ neurons are processed in chunks that fit the call's memory budget
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
@@ -46,8 +47,9 @@ from .methods import register_method, spec_interval
 from .ops import BoundOp
 from .ops.base import dot_neurons as _dot
 from .ops.base import rounding_pad
+from .ops.neuron import Backward, Coefficients, StepBounds
 from .progress import progress_bar
-from .propagate import Propagation, ends_in_leaky
+from .propagate import Propagation, ends_in_neuron
 from .readout import readout_bounds
 from .threat import Threat
 
@@ -75,55 +77,97 @@ class UnsupportedOpError(TypeError):
     """An op without a linear rule (e.g. MaxPool2d) under a linear bound method."""
 
 
-@dataclass
-class Setup:
-    """Everything a back-substitution needs about one bounding problem.
+@dataclass(frozen=True)
+class Problem:
+    """The fixed part of one bounding problem: everything a back-substitution needs
+    but the intermediate bounds (:class:`Intermediate`).
 
     Attributes:
         ops: the op list; ``in_shapes[i]``: per-sample input shape of ``ops[i]``.
-        static: direct encoding (ops before the first Leaky run once).
-        first_leaky: index of the first Leaky op.
+        static: direct encoding (ops before the first neuron run once).
+        first_neuron: index of the first neuron op.
         lo, hi: input box, ``[B, ...]`` if static else ``[T, B, ...]``.
         x0: the clean event frames (flip budget) or None.
         threat: the threat model.
-        mem_l, mem_u: op index -> per-step membrane bounds, lists of ``[B, ...]``.
-        cur: op index -> bounds ``(lower, upper)`` (T tensors ``[B, ...]`` each) of each neuron
-            layer's input currents.
-        out_pad: per-step output padding ``[T, B, K]`` (None if the net ends in a Leaky).
-        inputs: op index -> input bounds of each relaxed op (``Propagation.inputs``).
+        out_pad: per-step output padding ``[T, B, K]`` (None if the net ends in a neuron).
         slack: rounding slack (0 at a point threat).
         num_steps, batch: T and B.
-        rule: slope rule of the joint Leaky relaxation, ``"scrown"`` (the
-            paper's) or ``"split"`` (spike and reset lines summed).
-        alpha: op index -> σ tensor ``[T, B, M, ...]`` of the joint slopes (α-CROWN).
-        alpha_start: op index -> a tensor the next pass fills with the σ
-            of the slopes it uses (α-CROWN's starting point), else empty.
         plan: the memory plan (rows per pass); None: every row at once.
     """
 
     ops: list[BoundOp]
     in_shapes: list[tuple[int, ...]]
     static: bool
-    first_leaky: int
+    first_neuron: int
     lo: Tensor
     hi: Tensor
     x0: Tensor | None
     threat: Threat
-    mem_l: dict[int, list[Tensor]]
-    mem_u: dict[int, list[Tensor]]
-    cur: dict[int, tuple[Tensor, Tensor]]
     out_pad: Tensor | None
-    inputs: dict[int, tuple[Tensor, Tensor]]
     slack: float
     num_steps: int
     batch: int
-    rule: str = "scrown"
-    alpha: dict[int, Tensor] = field(default_factory=dict)
-    alpha_start: dict[int, Tensor] = field(default_factory=dict)
     plan: Plan | None = None
 
     def rows_per_pass(self, rows: int) -> int:
         return rows if self.plan is None else self.plan.rows_for(self.batch, rows)
+
+
+@dataclass(frozen=True)
+class Intermediate:
+    """Sound intermediate bounds of one problem, keyed by op index.
+
+    Attributes:
+        mem_l, mem_u: per-step membrane bounds of each neuron op, T tensors ``[B, ...]``.
+        cur: bounds ``(lower, upper)`` of each neuron op's input currents (T tensors
+            ``[B, ...]`` each).
+        inputs: input bounds of each relaxed op (``Propagation.inputs``, stacked).
+    """
+
+    mem_l: dict[int, list[Tensor]]
+    mem_u: dict[int, list[Tensor]]
+    cur: dict[int, tuple[list[Tensor], list[Tensor]]]
+    inputs: dict[int, tuple[Tensor, Tensor]]
+
+    @staticmethod
+    def of(ops: list[BoundOp], prop: Propagation) -> Intermediate:
+        """The bounds an interval propagation ``prop`` of ``ops`` found."""
+        mem_l, mem_u, cur = {}, {}, {}
+        for i, rec in zip(neuron_indices(ops), prop.layers, strict=True):
+            mem_l[i], mem_u[i] = rec.steps("mem_l"), rec.steps("mem_u")
+            cur[i] = (rec.steps("cur_l"), rec.steps("cur_u"))
+        return Intermediate(mem_l, mem_u, cur, relaxed_inputs(prop))
+
+    def with_membrane(self, j: int, t: int, lower: Tensor, upper: Tensor) -> Intermediate:
+        """These bounds with op ``j``'s membrane bounds at step ``t`` replaced (``[B, ...]``)."""
+        mem_l, mem_u = dict(self.mem_l), dict(self.mem_u)
+        mem_l[j], mem_u[j] = list(mem_l[j]), list(mem_u[j])
+        mem_l[j][t], mem_u[j][t] = lower, upper
+        return replace(self, mem_l=mem_l, mem_u=mem_u)
+
+
+@dataclass(frozen=True)
+class LineChoice:
+    """How one pass picks the neurons' relaxation lines.
+
+    Attributes:
+        rule: slope rule of the joint relaxation, ``"scrown"`` (the paper's) or
+            ``"split"`` (spike and reset lines summed).
+        slopes: op index -> α-CROWN's optimised slope positions σ ``[T, B, M, ...]``.
+        record: return the σ of the slopes the pass used (α-CROWN's start).
+    """
+
+    rule: str = "scrown"
+    slopes: dict[int, Tensor] = field(default_factory=dict)
+    record: bool = False
+
+
+SCROWN = LineChoice()
+
+
+def neuron_indices(ops: list[BoundOp]) -> list[int]:
+    """Indices of the neuron (stateful) ops."""
+    return [i for i, op in enumerate(ops) if op.stateful]
 
 
 def check_supported(ops: list[BoundOp], method: str) -> None:
@@ -147,41 +191,36 @@ def _in_shapes(ops: list[BoundOp], sample_shape: tuple[int, ...], like: Tensor) 
     return shapes
 
 
-def make_setup(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Propagation,
-               method: str, plan: Plan | None = None) -> Setup:
-    """Collect the input box, shapes and IBP membrane bounds (``prop``) for ``bnet``."""
+def make_problem(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop: Propagation,
+                 method: str, plan: Plan | None = None) -> tuple[Problem, Intermediate]:
+    """The problem of bounding ``bnet`` at ``x`` and its intermediate bounds from the
+    IBP propagation ``prop``."""
     ops = bnet.ops
     check_supported(ops, method)
     lo, hi, static = bnet.encoding.input_interval(x, threat, noise)
     sample = bnet.encoding.sample_shape(x)
-    leaky = [i for i, op in enumerate(ops) if op.stateful]
-    mem_l, mem_u, cur = {}, {}, {}
-    for i, rec in zip(leaky, prop.layers, strict=True):
-        mem_l[i], mem_u[i] = rec.steps("mem_l"), rec.steps("mem_u")
-        cur[i] = (rec.steps("cur_l"), rec.steps("cur_u"))
     slack = 0.0 if threat.is_point() else bnet.slack
     out_pad = None
-    if slack and not ends_in_leaky(ops):
+    if slack and not ends_in_neuron(ops):
         out_pad = rounding_pad(prop.out_l, prop.out_u, slack)
-    return Setup(
-        ops=ops, in_shapes=_in_shapes(ops, sample, x), static=static, first_leaky=leaky[0],
-        lo=lo, hi=hi, x0=bnet.encoding.clean_frames(x, threat), threat=threat,
-        mem_l=mem_l, mem_u=mem_u, cur=cur, out_pad=out_pad, inputs=relaxed_inputs(prop),
-        slack=slack, num_steps=bnet.steps_for(x),
-        batch=bnet.batch_size(x), plan=plan,
+    problem = Problem(
+        ops=ops, in_shapes=_in_shapes(ops, sample, x), static=static,
+        first_neuron=neuron_indices(ops)[0], lo=lo, hi=hi,
+        x0=bnet.encoding.clean_frames(x, threat), threat=threat, out_pad=out_pad,
+        slack=slack, num_steps=bnet.steps_for(x), batch=bnet.batch_size(x), plan=plan,
     )
+    return problem, Intermediate.of(ops, prop)
 
 
-# --------------------------------------------------------------------- leaky
-def leaky_backward(
-    setup: Setup, index: int, lam_s: Tensor | None, lam_u: Tensor | None, steps: int
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Back through the Leaky op ``setup.ops[index]`` (:meth:`LeakyOp.linear_backward`)
-    with the setup's membrane bounds, slope rule, α-CROWN σ and rounding slack."""
-    return setup.ops[index].linear_backward(
-        lam_s, lam_u, steps, setup.mem_l[index], setup.mem_u[index], setup.rule,
-        setup.alpha.get(index), setup.alpha_start.get(index), setup.slack,
-        *setup.cur[index])
+# ------------------------------------------------------------------- neurons
+def neuron_backward(problem: Problem, bounds: Intermediate, lines: LineChoice, index: int,
+                    lam: Coefficients, steps: int) -> Backward:
+    """Back through the neuron op ``problem.ops[index]`` (:meth:`NeuronOp.linear_backward`)
+    with its intermediate bounds, the pass's line choice and the rounding slack."""
+    cur_l, cur_u = bounds.cur[index]
+    ctx = StepBounds(bounds.mem_l[index], bounds.mem_u[index], cur_l, cur_u, problem.slack,
+                     lines.rule, lines.slopes.get(index), lines.record)
+    return problem.ops[index].linear_backward(lam, steps, ctx)
 
 
 # ------------------------------------------------------------ linear ops
@@ -224,56 +263,61 @@ def relaxed_backward(op: BoundOp, lam: Tensor, bounds: tuple[Tensor, Tensor], ti
 
 
 # --------------------------------------------------------------- the pass
-def back_substitute(
-    setup: Setup, start: int, lam: Tensor | None, lam_mem: Tensor | None, steps: int
-) -> Tensor:
-    """Lower bound ``[B, M]`` of ``sum_t lam_t · out_t + lam_mem_t · U_t``.
+def back_substitute(problem: Problem, bounds: Intermediate, lines: LineChoice, start: int,
+                    lam: Tensor | None, lam_mem: Tensor | None, steps: int
+                    ) -> tuple[Tensor, dict[int, list[Tensor | None]]]:
+    """Lower bound ``[B, M]`` of ``sum_t lam_t · out_t + lam_mem_t · U_t``, and (when
+    ``lines.record``) op index -> the per-step σ of the neuron slopes used, else ``{}``.
 
     ``out_t`` is the output of ``ops[start - 1]`` (``lam``: ``[steps, B, M, ...]``
     or None); ``U_t`` the membrane of ``ops[start - 1]``, which must then be a
-    Leaky (``lam_mem`` likewise, or None). Only steps ``< steps`` are walked.
+    neuron (``lam_mem`` likewise, or None). Only steps ``< steps`` are walked.
     """
     ref = lam if lam is not None else lam_mem
     const = ref.new_zeros(ref.shape[1:3])
     mag = torch.zeros_like(const)
     timed = True
+    used = {}
     for i in reversed(range(start)):
-        op = setup.ops[i]
+        op = problem.ops[i]
         if op.stateful:
-            lam, c, m = leaky_backward(setup, i, lam, lam_mem if i == start - 1 else None, steps)
-            lam_mem = None
-            if i == setup.first_leaky and setup.static:
+            res = neuron_backward(problem, bounds, lines, i,
+                                  Coefficients(lam, lam_mem if i == start - 1 else None), steps)
+            lam, c, m, lam_mem = res.lam, res.const, res.mag, None
+            if lines.record:
+                used[i] = res.slopes
+            if i == problem.first_neuron and problem.static:
                 lam, timed = lam.sum(0), False
         else:
             if lam is None:  # nothing flows through (membrane readout tail)
                 continue
             if op.relaxed:
-                lam, c, m = relaxed_backward(op, lam, setup.inputs[i], timed, steps)
+                lam, c, m = relaxed_backward(op, lam, bounds.inputs[i], timed, steps)
             else:
-                lam, c, m = affine_backward(op, lam, setup.in_shapes[i], timed)
+                lam, c, m = affine_backward(op, lam, problem.in_shapes[i], timed)
         if c is not None:
             const, mag = const + c, mag + m
-    bound, m = concretize(setup, lam, timed, steps)
+    bound, m = concretize(problem, lam, timed, steps)
     bound = const + bound
-    if setup.slack:
-        bound = bound - setup.slack * (mag + m)
-    return bound
+    if problem.slack:
+        bound = bound - problem.slack * (mag + m)
+    return bound, used
 
 
-def concretize(setup: Setup, lam: Tensor, timed: bool, steps: int) -> tuple[Tensor, Tensor]:
+def concretize(problem: Problem, lam: Tensor, timed: bool, steps: int) -> tuple[Tensor, Tensor]:
     """Minimum of ``lam · input`` over the threat, and the magnitude of its terms
     (the threat's own geometry: ``concretize`` of :mod:`snncertify.threat`).
 
     ``lam``: ``[steps, B, M, ...]`` (timed) or ``[B, M, ...]`` (static input).
     Returns ``(value [B, M], mag [B, M])``.
     """
-    lo, hi, x0 = setup.lo, setup.hi, setup.x0
+    lo, hi, x0 = problem.lo, problem.hi, problem.x0
     if timed:
         lo, hi = lo[:steps].unsqueeze(2), hi[:steps].unsqueeze(2)  # [steps, B, 1, ...]
         x0 = None if x0 is None else x0[:steps].unsqueeze(2)
     else:
         lo, hi = lo.unsqueeze(1), hi.unsqueeze(1)  # [B, 1, ...]
-    return setup.threat.concretize(lam, lo, hi, x0, timed)
+    return problem.threat.concretize(lam, lo, hi, x0, timed)
 
 
 # --------------------------------------------------------------- outputs
@@ -284,28 +328,32 @@ def full_spec(C: Tensor | None, batch: int, num_classes: int, like: Tensor) -> T
     return eye.unsqueeze(0).expand(batch, num_classes, num_classes)
 
 
-def output_lower(bnet, setup: Setup, C: Tensor) -> Tensor:
+def output_lower(bnet, problem: Problem, bounds: Intermediate, C: Tensor,
+                 lines: LineChoice = SCROWN) -> Tensor:
     """Lower bound ``[B, M]`` of ``C @ scores`` (``C``: ``[B, M, K]``), in chunks of
-    rows that fit the setup's memory plan."""
-    step = setup.rows_per_pass(C.shape[1])
+    rows that fit the problem's memory plan."""
+    step = problem.rows_per_pass(C.shape[1])
     if step >= C.shape[1]:
-        return _output_lower(bnet, setup, C)
-    return torch.cat([_output_lower(bnet, setup, C[:, a:a + step])
+        return output_pass(bnet, problem, bounds, C, lines)[0]
+    return torch.cat([output_pass(bnet, problem, bounds, C[:, a:a + step], lines)[0]
                       for a in range(0, C.shape[1], step)], dim=1)
 
 
-def _output_lower(bnet, setup: Setup, C: Tensor) -> Tensor:
-    T = setup.num_steps
+def output_pass(bnet, problem: Problem, bounds: Intermediate, C: Tensor, lines: LineChoice
+                ) -> tuple[Tensor, dict[int, list[Tensor | None]]]:
+    """One back-substitution from the readout for all rows of ``C``: the lower bound
+    ``[B, M]`` and the σ used (see :func:`back_substitute`)."""
+    T = problem.num_steps
     scale = 1.0 if bnet.readout == "count" else 1.0 / T
     lam = (C * scale).unsqueeze(0).expand((T, *C.shape))
-    ops = setup.ops
+    ops = problem.ops
     if bnet.readout == "membrane":
-        last = max(i for i, op in enumerate(ops) if op.stateful)
-        return back_substitute(setup, last + 1, None, lam, T)
-    bound = back_substitute(setup, len(ops), lam, None, T)
-    if setup.out_pad is not None:
-        bound = bound - torch.einsum("tbmk,tbk->bm", lam.abs(), setup.out_pad)
-    return bound
+        last = max(neuron_indices(ops))
+        return back_substitute(problem, bounds, lines, last + 1, None, lam, T)
+    bound, used = back_substitute(problem, bounds, lines, len(ops), lam, None, T)
+    if problem.out_pad is not None:
+        bound = bound - torch.einsum("tbmk,tbk->bm", lam.abs(), problem.out_pad)
+    return bound, used
 
 
 def _nonzero_rows(C: Tensor) -> Tensor | None:
@@ -357,12 +405,13 @@ class SpecRows:
         return torch.cat([lower, -upper], dim=1) if self.need_upper else lower
 
 
-def linear_bounds(bnet, setup: Setup, C: Tensor, lower: Tensor, upper: Tensor,
-                  need_upper: bool = True) -> tuple[Tensor, Tensor]:
+def linear_bounds(bnet, problem: Problem, bounds: Intermediate, C: Tensor, lower: Tensor,
+                  upper: Tensor, need_upper: bool = True, lines: LineChoice = SCROWN
+                  ) -> tuple[Tensor, Tensor]:
     """Elementwise best of ``(lower, upper)`` and one back-substitution for ``C``
     (lower bounds only, upper kept, when ``need_upper`` is False)."""
     spec = SpecRows(C, need_upper)
-    return spec.merge(output_lower(bnet, setup, spec.rows), lower, upper)
+    return spec.merge(output_lower(bnet, problem, bounds, spec.rows, lines), lower, upper)
 
 
 def _prepare(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None):
@@ -386,109 +435,120 @@ def crown_ibp(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor |
     prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
     if threat.is_point():  # the forward itself, exactly
         return ibp_l, ibp_u
-    setup = make_setup(bnet, x, threat, noise, prop, "crown-ibp", plan)
+    problem, bounds = make_problem(bnet, x, threat, noise, prop, "crown-ibp", plan)
     C = full_spec(C, bnet.batch_size(x), ibp_l.shape[1], ibp_l)
-    return linear_bounds(bnet, setup, C, ibp_l, ibp_u, need_upper)
+    return linear_bounds(bnet, problem, bounds, C, ibp_l, ibp_u, need_upper)
 
 
 # ------------------------------------------------- intermediate refinement
-def repropagate(setup: Setup) -> Propagation:
-    """S-IBP again, every Leaky's membrane interval intersected at every step
-    with the setup's (refined) bounds before thresholding; the setup's bounds
-    become those intersections. Every interval involved is sound, so the
+def repropagate(problem: Problem, bounds: Intermediate) -> tuple[Intermediate, Propagation]:
+    """S-IBP again, every neuron's membrane interval intersected at every step with
+    ``bounds`` (refined) before thresholding. Returns the new bounds (those
+    intersections) and the propagation. Every interval involved is sound, so the
     result is; it is at least as tight as both S-IBP and the refined bounds."""
-    leaky = [i for i, op in enumerate(setup.ops) if op.stateful]
     prop = propagate.interval(
-        setup.ops, setup.lo, setup.hi, setup.static, setup.num_steps, setup.slack,
-        mem_bounds={i: (setup.mem_l[i], setup.mem_u[i]) for i in leaky},
+        problem.ops, problem.lo, problem.hi, problem.static, problem.num_steps, problem.slack,
+        mem_bounds={i: (bounds.mem_l[i], bounds.mem_u[i]) for i in neuron_indices(problem.ops)},
     )
-    for i, rec in zip(leaky, prop.layers, strict=True):
-        setup.mem_l[i], setup.mem_u[i] = rec.steps("mem_l"), rec.steps("mem_u")
-        setup.cur[i] = (rec.steps("cur_l"), rec.steps("cur_u"))
-    setup.inputs = relaxed_inputs(prop)
-    return prop
+    return Intermediate.of(problem.ops, prop), prop
 
 
-def refine_intermediate(setup: Setup) -> Propagation:
-    """Tighten every unstable membrane bound ``U_t`` of every Leaky (in order)
-    by its own back-substitution, keeping the elementwise best with IBP.
+def refine_intermediate(problem: Problem, bounds: Intermediate
+                        ) -> tuple[Intermediate, Propagation]:
+    """Tighten every unstable membrane bound ``U_t`` of every neuron op (in order)
+    by its own back-substitution, keeping the elementwise best with ``bounds``.
 
-    Before each Leaky after the first, and once at the end, the refined
+    Before each neuron op after the first, and once at the end, the refined
     bounds are pushed forward with the exact interval rules
     (:func:`repropagate`): refining layer j then uses the tightened bounds of
-    the layers before it. Neurons are refined in chunks that fit the setup's
-    memory plan; a progress bar (tqdm, shown on a terminal) counts the
-    (layer, step) pairs. Returns the final interval propagation.
+    the layers before it, and step t those of the steps before it. A progress
+    bar (tqdm, shown on a terminal) counts the (layer, step) pairs. Returns the
+    refined bounds and the final interval propagation.
     """
-    first = True
-    leaky = [j for j, op in enumerate(setup.ops) if op.stateful]
-    bar = progress_bar(total=len(leaky) * setup.num_steps, desc="crown: refining membranes",
+    neurons = neuron_indices(problem.ops)
+    bar = progress_bar(total=len(neurons) * problem.num_steps, desc="crown: refining membranes",
                        unit="step", leave=False, log=False)
-    for j in leaky:
-        op = setup.ops[j]
-        if not first:
-            repropagate(setup)
-        first = False
-        thr = op.threshold()
-        for t in range(setup.num_steps):
+    for n, j in enumerate(neurons):
+        if n:
+            bounds, _ = repropagate(problem, bounds)
+        for t in range(problem.num_steps):
             bar.update()
-            lo, hi = setup.mem_l[j][t], setup.mem_u[j][t]
-            unstable = ((lo <= thr) & (hi > thr)).flatten(1)  # [B, n]
-            width = int(unstable.sum(1).max())
-            if width == 0:
-                continue
-            idx = torch.topk(unstable.to(lo.dtype), width, dim=1).indices  # [B, W]
-            n = unstable.shape[1]
-            chunk = max(1, setup.rows_per_pass(2 * width) // 2)
-            new_l, new_u = lo.flatten(1), hi.flatten(1)
-            for a in range(0, width, chunk):
-                sel = idx[:, a:a + chunk]
-                rows = torch.zeros((lo.shape[0], sel.shape[1], n), dtype=lo.dtype, device=lo.device)
-                rows.scatter_(2, sel.unsqueeze(2), 1.0)
-                rows = rows.reshape((lo.shape[0], sel.shape[1], *lo.shape[1:]))
-                rows = torch.cat([rows, -rows], dim=1)
-                lam = torch.zeros((t + 1, *rows.shape), dtype=lo.dtype, device=lo.device)
-                lam[t] = rows
-                res = back_substitute(setup, j + 1, None, lam, t + 1)
-                m = sel.shape[1]
-                cl, cu = res[:, :m], -res[:, m:]
-                new_l = new_l.scatter(1, sel, torch.maximum(new_l.gather(1, sel), cl))
-                new_u = new_u.scatter(1, sel, torch.minimum(new_u.gather(1, sel), cu))
-            setup.mem_l[j][t] = new_l.reshape(lo.shape)
-            setup.mem_u[j][t] = new_u.reshape(hi.shape)
+            bounds = refine_step(problem, bounds, j, t)
     bar.close()
-    return repropagate(setup)
+    return repropagate(problem, bounds)
 
 
-def crown_setup(bnet, x, threat, noise, prop, method: str, plan: Plan | None = None) -> Setup:
-    """A setup with every unstable membrane bound refined (no autograd)."""
-    setup = make_setup(bnet, x, threat, noise, prop, method, plan)
-    with torch.no_grad():
-        refine_intermediate(setup)
-    return setup
+def refine_step(problem: Problem, bounds: Intermediate, j: int, t: int) -> Intermediate:
+    """``bounds`` with the unstable membrane bounds of op ``j`` at step ``t`` tightened,
+    neurons in chunks that fit the problem's memory plan."""
+    thr = problem.ops[j].threshold()
+    lo, hi = bounds.mem_l[j][t], bounds.mem_u[j][t]
+    unstable = ((lo <= thr) & (hi > thr)).flatten(1)  # [B, n]
+    width = int(unstable.sum(1).max())
+    if width == 0:
+        return bounds
+    idx = torch.topk(unstable.to(lo.dtype), width, dim=1).indices  # [B, W]
+    chunk = max(1, problem.rows_per_pass(2 * width) // 2)
+    new_l, new_u = lo.flatten(1), hi.flatten(1)
+    for a in range(0, width, chunk):
+        sel = idx[:, a:a + chunk]
+        lam = _unit_rows(sel, lo, t)
+        res, _ = back_substitute(problem, bounds, SCROWN, j + 1, None, lam, t + 1)
+        m = sel.shape[1]
+        cl, cu = res[:, :m], -res[:, m:]
+        new_l = new_l.scatter(1, sel, torch.maximum(new_l.gather(1, sel), cl))
+        new_u = new_u.scatter(1, sel, torch.minimum(new_u.gather(1, sel), cu))
+    return bounds.with_membrane(j, t, new_l.reshape(lo.shape), new_u.reshape(hi.shape))
+
+
+def _unit_rows(sel: Tensor, like: Tensor, t: int) -> Tensor:
+    """Coefficients ``[t + 1, B, 2W, ...]`` on the membranes of one layer (shaped like
+    ``like`` ``[B, ...]``) picking, at step ``t`` only, the neurons ``sel`` ``[B, W]``
+    with sign + (rows ``0..W-1``, lower bounds) and - (upper bounds)."""
+    B, n = like.shape[0], like[0].numel()
+    rows = torch.zeros((B, sel.shape[1], n), dtype=like.dtype, device=like.device)
+    rows.scatter_(2, sel.unsqueeze(2), 1.0)
+    rows = rows.reshape((B, sel.shape[1], *like.shape[1:]))
+    rows = torch.cat([rows, -rows], dim=1)
+    lam = torch.zeros((t + 1, *rows.shape), dtype=like.dtype, device=like.device)
+    lam[t] = rows
+    return lam
+
+
+@dataclass(frozen=True)
+class CrownBounds:
+    """What full CROWN found: the problem (None at a point threat), its refined
+    intermediate bounds, the spec ``C`` used and the bounds ``[B, M]``."""
+
+    problem: Problem | None
+    bounds: Intermediate | None
+    spec: Tensor | None
+    lower: Tensor
+    upper: Tensor
 
 
 def crown_bounds(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None,
-                 method: str = "crown", need_upper: bool = True, plan: Plan | None = None):
-    """Full CROWN. Returns ``(setup, C, lower, upper)``: the refined setup, the
-    spec used, and the elementwise best of CROWN, CROWN-IBP and IBP (``[B, M]``;
-    ``upper`` is IBP's when ``need_upper`` is False). The refinement records no
-    autograd graph; the CROWN-IBP and final passes follow the caller's grad mode."""
+                 method: str = "crown", need_upper: bool = True, plan: Plan | None = None
+                 ) -> CrownBounds:
+    """Full CROWN: the refined problem and the elementwise best of CROWN, CROWN-IBP
+    and IBP (``upper`` is IBP's when ``need_upper`` is False). The refinement
+    records no autograd graph; the CROWN-IBP and final passes follow the caller's
+    grad mode."""
     check_supported(bnet.ops, method)
     prop, ibp_l, ibp_u = _prepare(bnet, x, threat, noise, C)
     if threat.is_point():
-        return None, C, ibp_l, ibp_u
-    setup = make_setup(bnet, x, threat, noise, prop, method, plan)
+        return CrownBounds(None, None, C, ibp_l, ibp_u)
+    problem, bounds = make_problem(bnet, x, threat, noise, prop, method, plan)
     C = full_spec(C, bnet.batch_size(x), ibp_l.shape[1], ibp_l)
-    lower, upper = linear_bounds(bnet, setup, C, ibp_l, ibp_u, need_upper)  # crown-ibp
+    lower, upper = linear_bounds(bnet, problem, bounds, C, ibp_l, ibp_u, need_upper)  # crown-ibp
     with torch.no_grad():
-        prop = refine_intermediate(setup)
+        bounds, prop = refine_intermediate(problem, bounds)
     # the refined bounds pushed forward by the exact interval rules
     lower, upper = best_of(*spec_interval(C, *readout_bounds(bnet.readout, prop)), lower, upper)
-    for rule in ("split", "scrown"):  # the best of both slope rules, ending on the default
-        setup.rule = rule
-        lower, upper = linear_bounds(bnet, setup, C, lower, upper, need_upper)
-    return setup, C, lower, upper
+    for rule in ("split", "scrown"):  # the best of both slope rules
+        lower, upper = linear_bounds(bnet, problem, bounds, C, lower, upper, need_upper,
+                                     LineChoice(rule))
+    return CrownBounds(problem, bounds, C, lower, upper)
 
 
 def crown(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None,
@@ -498,7 +558,8 @@ def crown(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | Non
     Returns the elementwise best of this, CROWN-IBP and IBP (upper: IBP's when
     ``need_upper`` is False).
     """
-    return crown_bounds(bnet, x, threat, noise, C, need_upper=need_upper, plan=plan)[2:]
+    res = crown_bounds(bnet, x, threat, noise, C, need_upper=need_upper, plan=plan)
+    return res.lower, res.upper
 
 
 def full_crown_cost(sizes: Sizes, rows: int) -> CostModel:

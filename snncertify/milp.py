@@ -3,7 +3,7 @@
 :class:`Model` holds the variables, linear rows and strict-threshold constraints
 of one sample; :class:`Expr` is an affine expression of one per-sample tensor
 with a bound on the float32 rounding of the real network. Each op encodes
-itself (``op.milp_map`` for stateless ops, ``LeakyOp.encode_milp_seq`` for
+itself (``op.milp_map`` for stateless ops, ``NeuronOp.encode_milp_seq`` for
 neurons) with these blocks; :mod:`snncertify.exact` assembles and solves.
 """
 
@@ -48,6 +48,34 @@ class Expr:
 
     def error(self) -> np.ndarray:
         return np.zeros(self.c.size) if self.err is None else self.err
+
+
+@dataclass(frozen=True)
+class Band:
+    """A membrane's variables of one step: columns ``cols``, bounds ``[lo, hi]`` and the
+    float32 rounding band ``tau`` (all ``[n]``)."""
+
+    cols: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+    tau: np.ndarray
+
+
+@dataclass(frozen=True)
+class Spikes:
+    """The spikes of one step: ``expr`` (None for :meth:`initial`); ``free`` ``[n]``: a
+    binary variable (column ``cols``, 0 elsewhere), else fixed to ``value``."""
+
+    expr: Expr | None
+    free: np.ndarray
+    value: np.ndarray
+    cols: np.ndarray
+
+    @staticmethod
+    def initial(value: np.ndarray) -> Spikes:
+        """Spikes fixed to ``value`` (e.g. ``R_1 = H(U_0 - θ)``), no expression."""
+        n = value.size
+        return Spikes(None, np.zeros(n, dtype=bool), value, np.zeros(n, dtype=np.int64))
 
 
 class Model:
@@ -107,10 +135,6 @@ class Model:
         A = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, self.n))
         return Expr(A, np.where(free, 0.0, const).astype(np.float64), shape, binary)
 
-    def const_expr(self, c: np.ndarray, shape: tuple[int, ...], binary: bool = False) -> Expr:
-        c = np.asarray(c, dtype=np.float64).ravel()
-        return Expr(sp.csr_matrix((c.size, self.n)), c, shape, binary)
-
     def bounds_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cat = (lambda v: np.concatenate(v)) if self.lb else (lambda v: np.zeros(0))
         return cat(self.lb), cat(self.ub), (np.concatenate(self.integer) if self.integer
@@ -124,6 +148,41 @@ class Model:
 
     def add_thresholds(self, ucols, scols, theta, mlo, mhi, tau, delta) -> None:
         self.thr.append((ucols, scols, theta, mlo, mhi, tau, delta))
+
+    def add_product(self, qcols: np.ndarray, rcols: np.ndarray, ucols: np.ndarray,
+                    lo: np.ndarray, hi: np.ndarray) -> None:
+        """The exact big-M encoding of ``q = r u`` for binary ``r`` and ``u`` in ``[lo, hi]``
+        (McCormick's four rows, exact at a binary ``r``); all arguments ``[k]``."""
+        k = len(qcols)
+        if not k:
+            return
+        r = np.arange(k)
+        rows = np.concatenate([r, r, r + k, r + k, r + 2 * k, r + 2 * k, r + 2 * k,
+                               r + 3 * k, r + 3 * k, r + 3 * k])
+        cols = np.concatenate([qcols, rcols, qcols, rcols, qcols, ucols, rcols,
+                               qcols, ucols, rcols])
+        vals = np.concatenate([np.ones(k), -hi, np.ones(k), -lo, np.ones(k),
+                               -np.ones(k), -lo, np.ones(k), -np.ones(k), -hi])
+        A = sp.csr_matrix((vals, (rows, cols)), shape=(4 * k, self.n))
+        row_lo = np.concatenate([np.full(k, -np.inf), np.zeros(k), np.full(k, -np.inf), -hi])
+        row_hi = np.concatenate([np.zeros(k), np.full(k, np.inf), -lo, np.full(k, np.inf)])
+        self.add_rows(A, row_lo, row_hi)
+
+    def add_spikes(self, mem: Band, theta: np.ndarray, spk_lo: np.ndarray, spk_hi: np.ndarray,
+                   shape: tuple[int, ...]) -> Spikes:
+        """The spikes ``S = H(U - θ)`` of one step: a binary where the interval bounds
+        ``[spk_lo, spk_hi]`` ``[n]`` leave the spike free, with the strict-threshold rows
+        (gap ``δ = max(4 τ, 1e-6 (1 + |θ|))``), else the constant ``spk_lo``."""
+        free = (spk_lo < 0.5) & (spk_hi > 0.5)
+        scols = self.add_vars(np.zeros(int(free.sum())), 1.0, integer=True)
+        if free.any():
+            f = np.flatnonzero(free)
+            delta = np.maximum(4 * mem.tau[f], 1e-6 * (1 + np.abs(theta[f])))
+            self.add_thresholds(mem.cols[f], scols, theta[f], mem.lo[f], mem.hi[f], mem.tau[f],
+                                delta)
+        cols = np.zeros(free.size, dtype=np.int64)
+        cols[free] = scols
+        return Spikes(self.mixed_expr(free, scols, spk_lo, shape, True), free, spk_lo, cols)
 
     def threshold_rows(self, mode: str) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
         """Big-M rows of the strict threshold: ``mode`` ``"outer"`` (band τ) or ``"inner"`` (gap δ).

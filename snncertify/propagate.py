@@ -6,7 +6,7 @@ loop would give it (same shapes, fresh allocations), so the forward is
 bit-identical to that loop. Matmul and convolution results on the CPU depend
 on the batch size and even on the memory alignment of their input, so neither
 folding time into the batch nor slicing a stacked tensor would be.
-Before the first Leaky, a direct-encoded input is "static" (the same at every
+Before the first neuron, a direct-encoded input is "static" (the same at every
 step) and is computed once.
 """
 
@@ -25,7 +25,7 @@ Seq = Tensor | list[Tensor]  # [B, ...] when static, else T tensors [B, ...]
 
 
 class LayerRecord:
-    """Per-Leaky values (or bounds) over time: ``cur_*``, ``mem_*``, ``spk_*``, each ``[T, B, ...]``.
+    """Per-neuron-layer values (or bounds) over time: ``cur_*``, ``mem_*``, ``spk_*``, each ``[T, B, ...]``.
 
     For a forward trace, ``*_l`` and ``*_u`` are the same tensor. Sequences
     given as lists of per-step tensors are stacked on first access only, so
@@ -68,7 +68,7 @@ class LayerRecord:
 
 @dataclass
 class Propagation:
-    """Output of a propagation: per-step network outputs ``[T, B, ...]``, Leaky records,
+    """Output of a propagation: per-step network outputs ``[T, B, ...]``, neuron records,
     and the input bounds of every relaxed op (``op.relaxed``, e.g. MaxPool2d):
     ``inputs[i] = (lower, upper)``, ``[B, ...]`` when static, else ``[T, B, ...]`` or T
     tensors ``[B, ...]`` (stacked by whoever reads them: IBP alone never does)."""
@@ -111,7 +111,7 @@ def forward(
 ) -> Propagation:
     """Exact forward. ``z``: ``[B, ...]`` if static, else ``[T, B, ...]`` or T tensors.
 
-    ``grad``: gradient mode of every Leaky for this call (None: their own surrogates).
+    ``grad``: gradient mode of every neuron op for this call (None: their own surrogates).
     ``stats``: None runs every module in its own mode (the user's loop). A dict
     runs the function the bounds bound instead (``op.fixed_forward``: Dropout as
     the identity, no state changes) with each batch-dependent op (train-mode
@@ -148,9 +148,9 @@ def interval(
     """S-IBP over the unrolled network; ``slack`` widens membranes (0 at a point).
 
     ``mem_bounds``: optional op index -> other sound per-step membrane bounds
-    ``(lower, upper)`` of that Leaky (lists of ``[B, ...]``), intersected with
+    ``(lower, upper)`` of that neuron op (lists of ``[B, ...]``), intersected with
     the interval ones at every step before thresholding (see
-    ``LeakyOp.interval_seq``). None (the default) leaves S-IBP unchanged.
+    ``NeuronOp.interval_seq``). None (the default) leaves S-IBP unchanged.
     ``stats``: the per-step statistics of batch-dependent ops recorded by
     :func:`forward` on the clean batch (train-mode bounds); required for them.
     """
@@ -180,15 +180,19 @@ def interval(
         else:
             lo, hi = _apply(op, op.interval, lo, hi, static=static)
     lo, hi = _stacked(lo, static, num_steps), _stacked(hi, static, num_steps)
-    if slack and not ends_in_leaky(ops):
+    if slack and not ends_in_neuron(ops):
         pad = rounding_pad(lo, hi, slack)
         lo, hi = lo - pad, hi + pad
     return Propagation(lo, hi, layers, inputs)
 
 
-def ends_in_leaky(ops: list[BoundOp]) -> bool:
-    """Whether the last op that is not an identity is a Leaky (per-step output = spikes)."""
+def ends_in_neuron(ops: list[BoundOp]) -> bool:
+    """Whether the last op that is not an identity is a neuron (per-step output = spikes)."""
     for op in reversed(ops):
         if not isinstance(op, IdentityOp):
             return op.stateful
     return False
+
+
+#: deprecated alias of :func:`ends_in_neuron`
+ends_in_leaky = ends_in_neuron

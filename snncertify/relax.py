@@ -63,16 +63,6 @@ def reset_fn(reset: str, beta: Tensor, thr: Tensor) -> Piecewise:
     return Piecewise(thr, beta, 0.0, beta, 0.0)
 
 
-@dataclass
-class Lines:
-    """Lower and upper lines ``y = s m + c`` of f on ``[l, u]``, shapes broadcastable to ``[B, M, ...]``."""
-
-    s_lo: Tensor
-    c_lo: Tensor
-    s_up: Tensor
-    c_up: Tensor
-
-
 class Relaxation:
     """Relaxation data of a :class:`Piecewise` f on the box ``[l, u]`` (``[B, ...]``)."""
 
@@ -81,7 +71,6 @@ class Relaxation:
         thr = f.thr
         self.off = upper <= thr  # stable below: f = p1
         self.on = lower > thr  # stable above: f = p2
-        self.unstable = ~(self.off | self.on)
         tol = TOL * (1 + thr.abs())
         zero = torch.zeros_like(lower)
         self.left = (thr - lower).clamp(min=0)  # segment lengths, >= 0
@@ -138,18 +127,6 @@ class Relaxation:
         s = torch.where(self.off, f.s1 + zero, torch.where(self.on, f.s2 + zero, s))
         c = torch.where(self.off, f.c1 + zero, torch.where(self.on, f.c2 + zero, c))
         return s, c
-
-    def lines(self, s_lo: Tensor | None = None, s_up: Tensor | None = None) -> Lines:
-        """Sound lines for every neuron; unstable ones use the given slopes (default if None).
-
-        Slopes may carry an extra spec axis (``[B, M, ...]`` against bounds
-        ``[B, ...]``): pass them with that axis and bounds are unsqueezed.
-        """
-        if s_lo is None:
-            s_lo = self.default_slope(False)
-        if s_up is None:
-            s_up = self.default_slope(True)
-        return Lines(*self.line(s_lo, False), *self.line(s_up, True))
 
 
 # ---------------------------------------------------- joint relaxation (S-CROWN)

@@ -62,18 +62,18 @@ def test_relaxation_lines_are_sound_on_a_grid(kind, thr, beta, left, right, slop
     hi = torch.tensor([thr + right], dtype=torch.float32)
     rel = Relaxation(f, lo, hi)
     s = None if slope is None else torch.tensor([slope], dtype=torch.float32)
-    lines = rel.lines(s, s)
+    s_lo, c_lo = rel.line(rel.default_slope(False) if s is None else s, False)
+    s_up, c_up = rel.line(rel.default_slope(True) if s is None else s, True)
     grid = torch.cat([
         torch.linspace(float(lo), float(hi), 4001),
         torch.stack([lo[0], hi[0], thr_t, torch.nextafter(thr_t, thr_t + 1)]),
     ])
     grid = grid[(grid >= lo) & (grid <= hi)]
     y = _exact(kind, grid, beta_t, thr_t)
-    low = lines.s_lo * grid + lines.c_lo
-    up = lines.s_up * grid + lines.c_up
+    low = s_lo * grid + c_lo
+    up = s_up * grid + c_up
     # float32 evaluation of a line: allow its own rounding, nothing else
-    tol = 1e-6 * (1 + grid.abs() * (lines.s_lo.abs() + lines.s_up.abs()) + lines.c_lo.abs()
-                  + lines.c_up.abs())
+    tol = 1e-6 * (1 + grid.abs() * (s_lo.abs() + s_up.abs()) + c_lo.abs() + c_up.abs())
     assert (low <= y + tol).all(), (kind, thr, left, right, slope)
     assert (up >= y - tol).all(), (kind, thr, left, right, slope)
 
@@ -81,8 +81,9 @@ def test_relaxation_lines_are_sound_on_a_grid(kind, thr, beta, left, right, slop
 def test_default_slopes_are_capped_next_to_the_threshold():
     thr = torch.tensor(0.25)
     rel = Relaxation(spike_fn(thr), torch.tensor([0.25 - 1e-7]), torch.tensor([0.25 + 1e-7]))
-    lines = rel.lines()
-    assert lines.s_lo.abs().max() <= 1e4 and lines.s_up.abs().max() <= 1e4
+    s_lo, _ = rel.line(rel.default_slope(False), False)
+    s_up, _ = rel.line(rel.default_slope(True), True)
+    assert s_lo.abs().max() <= 1e4 and s_up.abs().max() <= 1e4
 
 
 # ------------------------------------------------------------ linear rules
@@ -134,8 +135,8 @@ def test_flip_budget_concretisation_is_exact(k):
     mask = torch.rand((T, B, F), generator=gen) < 0.7
     lam = torch.randn((T, B, M, F), generator=gen)
     lo, hi = (x0.bool() & ~mask).float(), (x0.bool() | mask).float()
-    setup = SimpleNamespace(lo=lo, hi=hi, threat=FlipBudget(k, mask), x0=x0)
-    value, _ = concretize(setup, lam, True, T)
+    problem = SimpleNamespace(lo=lo, hi=hi, threat=FlipBudget(k, mask), x0=x0)
+    value, _ = concretize(problem, lam, True, T)
     positions = [p for p in itertools.product(range(T), range(F))]
     for b in range(B):
         best = torch.full((M,), float("inf"))
@@ -361,7 +362,7 @@ def test_crown_pushes_refined_membranes_through_the_interval_rules():
     its refined one and re-runs the interval recurrence, so refined bounds that
     settle a spike tighten the rate margins. On this fixed net that re-propagated
     interval alone beats IBP on some margins, and crown returns at least it."""
-    from snncertify.crown import make_setup, refine_intermediate
+    from snncertify.crown import make_problem, refine_intermediate
     from snncertify.methods import spec_interval
     from snncertify.readout import readout_bounds
 
@@ -384,8 +385,8 @@ def test_crown_pushes_refined_membranes_through_the_interval_rules():
     with torch.no_grad():
         prop = bnet.interval_propagation(x, threat, None)
         ibp, _ = spec_interval(C, *readout_bounds("rate", prop))
-        setup = make_setup(bnet, x, threat, None, prop, "crown")
-        pushed, _ = spec_interval(C, *readout_bounds("rate", refine_intermediate(setup)))
+        _, repropagated = refine_intermediate(*make_problem(bnet, x, threat, None, prop, "crown"))
+        pushed, _ = spec_interval(C, *readout_bounds("rate", repropagated))
         crown = bnet.margin_bounds(x, y, 0.01, method="crown")
     assert (pushed >= ibp).all() and (crown >= pushed).all()
     assert (pushed[off] > ibp[off]).sum() >= 2  # 0 without the re-propagation

@@ -3,6 +3,7 @@
 from .base import AffineOp, BoundOp, MonotoneOp
 from .leaky import LeakyOp
 from .linear import Conv2dOp, LinearOp
+from .neuron import NeuronOp
 from .norm import BatchNormOp
 from .pool import AvgPool2dOp, MaxPool2dOp
 from .registry import op_for, register_op, supported_names
@@ -22,6 +23,7 @@ __all__ = [
     "LinearOp",
     "MaxPool2dOp",
     "MonotoneOp",
+    "NeuronOp",
     "SynapticOp",
     "op_for",
     "register_op",

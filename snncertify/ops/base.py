@@ -8,7 +8,7 @@ ORIGINAL module (parameters are shared, never copied) and offers
   every input in the box ``[l, u]``.
 
 Stateless operations see the time axis folded into the batch (``N = T*B``);
-stateful ones (``LeakyOp``, ``SynapticOp``) see ``[T, B, ...]`` and loop over
+stateful ones (the neurons, ``NeuronOp`` and its subclasses) see ``[T, B, ...]`` and loop over
 time themselves. The linear (CROWN) rules and the exact verifier's MILP
 encoding live next to these in the same classes; ``registry.py`` maps module
 types to the classes.

@@ -32,17 +32,17 @@ import torch
 from torch import Tensor
 
 from ..gradmode import GradMode
-from ..milp import Expr, Model, gamma, to_np
+from ..milp import Band, Expr, Model, Spikes, gamma, to_np
 from .base import dot_neurons
-from .leaky import LeakyOp
+from .neuron import Backward, Coefficients, NeuronOp, Offset, StepBounds
 from .registry import register_op
 
 
 @register_op(snn.Synaptic, exact=True)
-class SynapticOp(LeakyOp):
+class SynapticOp(NeuronOp):
     """``snn.Synaptic`` over a whole sequence: currents ``[T, B, ...]`` -> spikes ``[T, B, ...]``.
 
-    Options are checked as for ``snn.Leaky`` (module docstring of ``leaky.py``);
+    Options are checked as for ``snn.Leaky`` (:class:`~snncertify.ops.neuron.NeuronOp`);
     ``alpha`` and ``beta`` may be scalars or per-neuron tensors.
     """
 
@@ -92,52 +92,55 @@ class SynapticOp(LeakyOp):
         return lo, hi
 
     # ------------------------------------------------------------ linear rule
-    def linear_backward(self, lam_s, lam_u, steps, mem_l, mem_u, rule="scrown", sigma=None,
-                        record=None, slack=0.0, cur_l=None, cur_u=None):
-        """CROWN's rule (see :meth:`LeakyOp.linear_backward`): the membrane rule gives
+    def linear_backward(self, lam: Coefficients, steps: int, ctx: StepBounds) -> Backward:
+        """CROWN's rule (see :meth:`NeuronOp.linear_backward`): the membrane rule gives
         coefficients on ``syn_t``, which the filter turns into coefficients on ``I_t``
-        (``g_t = c_t + α g_{t+1}``). ``cur_l, cur_u``: bounds of the input currents,
-        T tensors ``[B, ...]`` each (needed by the zero reset)."""
+        (``g_t = c_t + α g_{t+1}``). The zero reset needs ``ctx.cur_l, ctx.cur_u``."""
         if self.reset != "zero":
-            lam_syn, const, mag = super().linear_backward(
-                lam_s, lam_u, steps, mem_l, mem_u, rule, sigma, record, slack)
+            res = super().linear_backward(lam, steps, ctx)
         else:
-            lam_syn, const, mag = self._zero_backward(
-                lam_s, lam_u, steps, mem_l, mem_u, rule, sigma, record, slack, cur_l, cur_u)
+            res = self._zero_backward(lam, steps, ctx)
         a = self.alpha()
         out, g = [None] * steps, None
         for t in reversed(range(steps)):
-            g = lam_syn[t] if g is None else lam_syn[t] + a * g
+            g = res.lam[t] if g is None else res.lam[t] + a * g
             out[t] = g
-        return torch.stack(out), const, mag
+        return Backward(torch.stack(out), res.const, res.mag, res.slopes)
 
-    def _zero_backward(self, lam_s, lam_u, steps, ml, mu, rule, sigma, record, slack,
-                       cur_l, cur_u):
-        """Coefficients on ``syn_t`` under the zero reset (module docstring)."""
+    def _zero_backward(self, lam: Coefficients, steps: int, ctx: StepBounds) -> Backward:
+        """Coefficients ``[steps, B, M, ...]`` on ``syn_t`` under the zero reset (module docstring)."""
         beta, thr = self.beta(), self.threshold()
-        syn_l, syn_u = self.synaptic_bounds(list(cur_l[:steps]), list(cur_u[:steps]))
-        ref = lam_s if lam_s is not None else lam_u
-        const = ref.new_zeros(ref.shape[1:3])
-        mag = torch.zeros_like(const)
+        ml, mu = ctx.mem_l, ctx.mem_u
+        syn_l, syn_u = self.synaptic_bounds(list(ctx.cur_l[:steps]), list(ctx.cur_u[:steps]))
+        off = Offset.zero(lam.any())
         nxt = None  # coefficients on m_{t+1} (times β: on U_t)
-        out = [None] * steps
+        out: list[Tensor | None] = [None] * steps
+        used: list[Tensor | None] = [None] * steps
         for t in reversed(range(steps)):
-            lam, const, mag = self.membrane_line(
-                "none", t, lam_s, lam_u, nxt, ml, mu, rule, sigma, record, slack, const, mag)
+            coef, off, used[t] = self.membrane_line("none", t, lam, nxt, ctx, off)
             # U_t is m_t or 0, m_t = β U_{t-1} + syn_t: a line in m_t
             prev_l = ml[t - 1] if t else torch.zeros_like(ml[0])
             prev_u = mu[t - 1] if t else torch.zeros_like(mu[0])
-            nxt, c, m = _zero_reset_line(lam, beta, thr, prev_l, prev_u, syn_l[t], syn_u[t])
-            const, mag = const + c, mag + m
+            nxt, c, m = _zero_reset_line(coef, beta, thr, prev_l, prev_u, syn_l[t], syn_u[t])
+            off = off.plus(c, m)
             out[t] = nxt
-        return torch.stack(out), const, mag
+        return Backward(torch.stack(out), off.const, off.mag, used if ctx.record else None)
 
     # ------------------------------------------------------------------- MILP
     def encode_milp_seq(self, model: Model, cur: list[Expr], rec, b: int, T: int,
                         cmag: np.ndarray | None = None) -> tuple[list[Expr], list[Expr]]:
         """The exact verifier's encoding: ``syn_t`` as expressions (rounding tracked),
-        then the Leaky encoding on them, or for the zero reset ``U_t = m_t - Q_t``
+        then :meth:`NeuronOp.encode_milp_seq` on them, or for the zero reset ``U_t = m_t - Q_t``
         with ``Q_t = R_t m_t`` as an exact big-M product."""
+        syn, smag = self._milp_synaptic(model, cur, rec, b, T)
+        if self.reset != "zero":
+            return super().encode_milp_seq(model, syn, rec, b, T, cmag=smag)
+        return self._encode_zero(model, syn, rec, b, T, smag)
+
+    def _milp_synaptic(self, model: Model, cur: list[Expr], rec, b: int, T: int
+                       ) -> tuple[list[Expr], np.ndarray]:
+        """``syn_t = α syn_{t-1} + I_t`` as T expressions (``cur``: the ``I_t``) with their
+        float32 rounding, and bounds ``[T, n]`` of ``|syn_t|`` from ``rec``'s currents."""
         shape = cur[0].shape
         n = math.prod(shape)
         with torch.no_grad():
@@ -161,80 +164,66 @@ class SynapticOp(LeakyOp):
                 err = alpha * err + e.error() + gamma(2) * (alpha * (smag_prev + err) + imag[t])
             prev = Expr(A.tocsr(), c, shape, False, err.copy())
             syn.append(prev)
-        if self.reset != "zero":
-            return super().encode_milp_seq(model, syn, rec, b, T, cmag=smag)
-        return self._encode_zero(model, syn, rec, b, T, smag)
+        return syn, smag
 
     def _encode_zero(self, model: Model, syn: list[Expr], rec, b: int, T: int,
                      smag: np.ndarray) -> tuple[list[Expr], list[Expr]]:
+        """The zero reset's encoding over all steps: ``m_t = β U_{t-1} + syn_t``, then
+        ``U_t = m_t - Q_t`` (exactly 0 or ``m_t`` in float)."""
         shape = syn[0].shape
-        n = math.prod(shape)
-        with torch.no_grad():
-            beta = to_np(torch.broadcast_to(self.beta(), shape)).ravel()
-            theta = to_np(torch.broadcast_to(self.threshold(), shape)).ravel()
-        ml = to_np(rec.mem_l[:, b]).reshape(T, n)
-        mu = to_np(rec.mem_u[:, b]).reshape(T, n)
-        sl = to_np(rec.spk_l[:, b]).reshape(T, n)
-        su = to_np(rec.spk_u[:, b]).reshape(T, n)
+        arr = self.milp_arrays(rec, b, T, shape)
+        n = arr.theta.size
+        reset = Spikes.initial((-arr.theta > 0).astype(np.float64))  # R_1 = H(0 - θ)
         u_prev: Expr | None = None
-        r_free = np.zeros(n, dtype=bool)  # R_t free (a binary), else fixed to r_val
-        r_val = (-theta > 0).astype(np.float64)  # R_0 = H(0 - θ)
-        r_cols = np.zeros(n, dtype=np.int64)
         spikes, mems = [], []
         tau, prev_mag = np.zeros(n), np.zeros(n)
         for t in range(T):
-            # m = β U_{t-1} + syn_t, then U = m - R m (exact 0 or m in float)
-            tau = beta * tau + syn[t].error() + gamma(4) * (beta * prev_mag + smag[t])
-            prev_mag = np.maximum(np.abs(ml[t]), np.abs(mu[t])) + tau
-            MA, Mc = model.pad(syn[t].A), syn[t].c.copy()
-            if u_prev is not None:
-                MA = MA + sp.diags(beta) @ model.pad(u_prev.A)
-                Mc = Mc + beta * u_prev.c
-            m_expr = Expr(MA.tocsr(), Mc, shape)
-            m_lo, m_hi = model.expr_bounds(m_expr)
-            m_lo, m_hi = m_lo - tau, m_hi + tau
-            mcols = model.add_vars(m_lo, m_hi, integer=False)
-            model.add_rows((model.var_expr(mcols, shape).A - model.pad(MA)).tocsr(), Mc, Mc)
-            u_lo, u_hi = ml[t] - tau, mu[t] + tau
-            ucols = model.add_vars(u_lo, u_hi, integer=False)
-            # U - m + Q = 0, Q = R m; R fixed: Q = r m
-            free_idx = np.flatnonzero(r_free)
-            k = len(free_idx)
-            qc = model.add_vars(np.minimum(m_lo[free_idx], 0), np.maximum(m_hi[free_idx], 0),
-                                integer=False)
-            keep = np.where(~r_free & (r_val > 0.5), 0.0, 1.0)  # fixed R = 1: U = 0
-            rows_u = np.arange(n)
-            A = sp.csr_matrix((np.ones(n), (rows_u, ucols)), shape=(n, model.n))
-            A = A - sp.csr_matrix((keep, (rows_u, mcols)), shape=(n, model.n))
-            if k:
-                A = A + sp.csr_matrix((np.ones(k), (free_idx, qc)), shape=(n, model.n))
-                L, H = m_lo[free_idx], m_hi[free_idx]
-                rc, mc, r = r_cols[free_idx], mcols[free_idx], np.arange(k)
-                rows = np.concatenate([r, r, r + k, r + k, r + 2 * k, r + 2 * k, r + 2 * k,
-                                       r + 3 * k, r + 3 * k, r + 3 * k])
-                cols = np.concatenate([qc, rc, qc, rc, qc, mc, rc, qc, mc, rc])
-                vals = np.concatenate([np.ones(k), -H, np.ones(k), -L, np.ones(k),
-                                       -np.ones(k), -L, np.ones(k), -np.ones(k), -H])
-                QA = sp.csr_matrix((vals, (rows, cols)), shape=(4 * k, model.n))
-                lo = np.concatenate([np.full(k, -np.inf), np.zeros(k), np.full(k, -np.inf), -H])
-                hi = np.concatenate([np.zeros(k), np.full(k, np.inf), -L, np.full(k, np.inf)])
-                model.add_rows(QA, lo, hi)
-            model.add_rows(A.tocsr(), 0.0, 0.0)
-            ue = model.var_expr(ucols, shape)
+            tau = arr.beta * tau + syn[t].error() + gamma(4) * (arr.beta * prev_mag + smag[t])
+            prev_mag = np.maximum(np.abs(arr.mem_l[t]), np.abs(arr.mem_u[t])) + tau
+            m = _milp_pre_reset(model, syn[t], u_prev, arr.beta, tau)
+            u_lo, u_hi = arr.mem_l[t] - tau, arr.mem_u[t] + tau
+            band = Band(model.add_vars(u_lo, u_hi, integer=False), u_lo, u_hi, tau)
+            _milp_zero_reset(model, band, m, reset)
+            ue = model.var_expr(band.cols, shape)
             ue.err = tau.copy()
-            free = (sl[t] < 0.5) & (su[t] > 0.5)
-            scols = model.add_vars(np.zeros(int(free.sum())), 1.0, integer=True)
-            if free.any():
-                f = np.flatnonzero(free)
-                delta = np.maximum(4 * tau[f], 1e-6 * (1 + np.abs(theta[f])))
-                model.add_thresholds(ucols[f], scols, theta[f], u_lo[f], u_hi[f], tau[f], delta)
-            spikes.append(model.mixed_expr(free, scols, sl[t], shape, True))
+            reset = model.add_spikes(band, arr.theta, arr.spk_l[t], arr.spk_u[t], shape)
+            spikes.append(reset.expr)
             mems.append(ue)
             u_prev = ue
-            r_free, r_val = free, sl[t]
-            r_cols = np.zeros(n, dtype=np.int64)
-            r_cols[free] = scols
         return spikes, mems
+
+
+def _milp_pre_reset(model: Model, syn: Expr, u_prev: Expr | None, beta: np.ndarray,
+                    tau: np.ndarray) -> Band:
+    """Variables of ``m_t = β U_{t-1} + syn_t`` (``u_prev``: ``U_{t-1}``, None at t = 0),
+    bounded by the model's bounds of the expression widened by the band ``tau``."""
+    MA, Mc = model.pad(syn.A), syn.c.copy()
+    if u_prev is not None:
+        MA = MA + sp.diags(beta) @ model.pad(u_prev.A)
+        Mc = Mc + beta * u_prev.c
+    m_lo, m_hi = model.expr_bounds(Expr(MA.tocsr(), Mc, syn.shape))
+    m_lo, m_hi = m_lo - tau, m_hi + tau
+    mcols = model.add_vars(m_lo, m_hi, integer=False)
+    model.add_rows((model.var_expr(mcols, syn.shape).A - model.pad(MA)).tocsr(), Mc, Mc)
+    return Band(mcols, m_lo, m_hi, tau)
+
+
+def _milp_zero_reset(model: Model, u: Band, m: Band, reset: Spikes) -> None:
+    """``U - m + Q = 0`` with ``Q = R m``: a big-M product where the reset ``R`` is free,
+    ``Q = r m`` where it is fixed to ``r``."""
+    n = u.cols.size
+    free_idx = np.flatnonzero(reset.free)
+    qc = model.add_vars(np.minimum(m.lo[free_idx], 0), np.maximum(m.hi[free_idx], 0),
+                        integer=False)
+    keep = np.where(~reset.free & (reset.value > 0.5), 0.0, 1.0)  # fixed R = 1: U = 0
+    rows_u = np.arange(n)
+    A = sp.csr_matrix((np.ones(n), (rows_u, u.cols)), shape=(n, model.n))
+    A = A - sp.csr_matrix((keep, (rows_u, m.cols)), shape=(n, model.n))
+    if len(free_idx):
+        A = A + sp.csr_matrix((np.ones(len(free_idx)), (free_idx, qc)), shape=(n, model.n))
+        model.add_product(qc, reset.cols[free_idx], m.cols[free_idx], m.lo[free_idx],
+                          m.hi[free_idx])
+    model.add_rows(A.tocsr(), 0.0, 0.0)
 
 
 def _zero_reset_line(lam: Tensor, beta: Tensor, thr: Tensor, prev_l: Tensor, prev_u: Tensor,

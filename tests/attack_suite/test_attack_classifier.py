@@ -14,7 +14,7 @@ from torch import nn
 import attacks
 from attacks import AttackableSNN, ZeroGradientWarning
 from snncertify import certify
-from snncertify.ops import LeakyOp
+from snncertify.ops import NeuronOp
 
 MODES = ["bptt", "rate", "surrogate:atan", "surrogate:fast_sigmoid", "surrogate:triangular",
          "surrogate:straight_through", "surrogate:sigmoid(slope=5)"]
@@ -38,7 +38,7 @@ def test_values_identical_in_every_gradient_mode(direct_model, mode):
     assert g.abs().sum() > 0, mode
     # the mode is an argument of the core forward: nothing is stored on the shared ops
     for op in direct_model.bnet.ops:
-        if isinstance(op, LeakyOp):
+        if isinstance(op, NeuronOp):
             assert set(vars(op)) == {"module", "path"}
 
 

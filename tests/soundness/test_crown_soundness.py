@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from netgen import build, net_specs, perturbations, reference, sample_input
 
 from snncertify import FlipBudget, certify
-from snncertify.alpha import alpha_crown
-from snncertify.crown import crown_setup
+from snncertify.alpha import AdamSteps, alpha_crown
+from snncertify.crown import crown_bounds
 
 BATCH = 2
 N_RANDOM = 160  # uniform in the ball and box corners (random flips for events)
@@ -80,8 +80,8 @@ def check_sound(spec, eps_choice: float, alpha_iters: int = 2) -> dict:
                 bnet.spec_bounds(x, threat, C, method, noise),
             )
         results["alpha-crown"] = (
-            alpha_crown(bnet, x, th, noise, None, iterations=alpha_iters),
-            alpha_crown(bnet, x, th, noise, C, iterations=alpha_iters),
+            alpha_crown(bnet, x, th, noise, None, steps=AdamSteps(alpha_iters)),
+            alpha_crown(bnet, x, th, noise, C, steps=AdamSteps(alpha_iters)),
         )
 
     # every method is at least as tight as IBP, by construction
@@ -117,14 +117,14 @@ def check_sound(spec, eps_choice: float, alpha_iters: int = 2) -> dict:
     # full CROWN's refined intermediate membrane bounds hold at every step
     with torch.no_grad():
         prop = bnet.interval_propagation(x, th, noise)
-        setup = crown_setup(bnet, x, th, noise, prop, "crown")
+        refined = crown_bounds(bnet, x, th, noise, None).bounds
     for j, rec in zip(
         [i for i, op in enumerate(bnet.ops) if op.stateful], prop.layers, strict=True
     ):
         mem = ref_layers[rec.path][0]
         T = mem.shape[0]
         mem = mem.reshape(T, n, BATCH, *mem.shape[2:]).transpose(0, 1)
-        lo, hi = torch.stack(setup.mem_l[j]), torch.stack(setup.mem_u[j])
+        lo, hi = torch.stack(refined.mem_l[j]), torch.stack(refined.mem_u[j])
         assert (lo >= rec.mem_l).all() and (hi <= rec.mem_u).all()
         assert (mem >= lo).all() and (mem <= hi).all(), f"crown membrane {rec.path}"
     return results
