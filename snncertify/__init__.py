@@ -14,6 +14,7 @@ from . import alpha as _alpha  # noqa: F401  (registers "alpha-crown")
 from . import crown as _crown  # noqa: F401  (registers "crown-ibp", "crown")
 from . import exact as _exact  # noqa: F401  (registers "exact": small nets only)
 from .budget import MemoryBudgetError
+from .correctness import strict_correct
 from .methods import available_methods, register_method
 from .threat import FlipBudget, FlipMask, LinfBall
 from .wrapper import BoundedSNN
@@ -94,5 +95,6 @@ __all__ = [
     "available_methods",
     "certify",
     "register_method",
+    "strict_correct",
     "verified_accuracy",
 ]

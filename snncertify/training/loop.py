@@ -32,8 +32,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from attacks.classifier import strict_correct
-
+from ..correctness import strict_correct
 from ..progress import progress_bar
 from ..wrapper import BoundedSNN
 from .checkpoint import load_config, neuron_params, save_checkpoint, save_torch, versions
