@@ -68,7 +68,7 @@ from snntorch import surrogate as sg
 from torch import Tensor, nn
 
 from snncertify import BoundedSNN
-from snncertify.correctness import margin, strict_correct
+from snncertify.correctness import margin, strict_correct  # noqa: F401  (re-exported)
 from snncertify.encoding import rate_pattern
 from snncertify.gradmode import GradMode, OwnSurrogate, RateLaw, Surrogate
 
