@@ -69,6 +69,7 @@ from snntorch import surrogate as sg
 from torch import Tensor, nn
 
 from snncertify import BoundedSNN
+from snncertify.correctness import margin, strict_correct  # noqa: F401  (re-exported)
 from snncertify.encoding import Direct
 from snncertify.gradmode import GradMode, OwnSurrogate, RateLaw, Surrogate
 
@@ -144,22 +145,6 @@ def make_surrogate(spec: str) -> Callable[[Tensor], Tensor]:
     return SURROGATES[m.group(1)](**kwargs)
 
 
-def margin(scores: Tensor, y: Tensor, target: Tensor | None = None) -> Tensor:
-    """``s_y - max_{j != y} s_j`` ``[B]`` (<= 0: wrong, a tie included), or ``s_y - s_target``
-    against one class ``target`` ``[B]``; ``scores`` ``[B, K]``, ``y`` ``[B]``."""
-    true = scores.gather(1, y.view(-1, 1)).squeeze(1)
-    if target is not None:
-        return true - scores.gather(1, target.view(-1, 1)).squeeze(1)
-    return true - scores.scatter(1, y.view(-1, 1), float("-inf")).amax(1)
-
-
-def strict_correct(scores: Tensor, y: Tensor) -> Tensor:
-    """Bool ``[B]``: the true class STRICTLY beats every other score (a tie is wrong).
-
-    This is the criterion of ``BoundedSNN.certify``; ``argmax`` would count a tie
-    won by the lowest index as correct, which inflates spike-count accuracy.
-    """
-    return margin(scores, y) > 0
 
 
 # ------------------------------------------------------------------ classifier

@@ -14,6 +14,7 @@ from . import alpha as _alpha  # noqa: F401  (registers "alpha-crown")
 from . import crown as _crown  # noqa: F401  (registers "crown-ibp", "crown")
 from . import exact as _exact  # noqa: F401  (registers "exact": small nets only)
 from .budget import MemoryBudgetError
+from .correctness import strict_correct
 from .encoding import Direct, Encoding, Event, Rate, register_encoding
 from .methods import available_methods, register_method
 from .threat import FlipBudget, FlipMask, LinfBall
@@ -99,5 +100,6 @@ __all__ = [
     "certify",
     "register_encoding",
     "register_method",
+    "strict_correct",
     "verified_accuracy",
 ]

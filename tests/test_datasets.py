@@ -12,8 +12,7 @@ import torch
 from PIL import Image
 from torch.utils.data.distributed import DistributedSampler
 
-from snncertify.training.data import load_digits_split
-from snncertify.training.datasets import DATASETS, load_dataset, make_loader
+from snncertify.training.datasets import DATASETS, load_dataset, load_digits_split, make_loader
 
 # ----------------------------------------------------------------------------- writers
 

@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from snncertify import certify
-from snncertify.train import main as train_main
-from snncertify.train import train_model
+from snncertify.training import train_model
 from snncertify.training.archs import ARCHS, build_arch
 from snncertify.training.checkpoint import load_checkpoint
+from snncertify.training.cli import main as train_main
 from snncertify.training.datasets import make_loader
 from snncertify.training.defenses import DEFENSES, Certified, Hire, Stable, make_defense
 from snncertify.training.loop import Trainer, evaluate
@@ -176,7 +176,7 @@ DDP_N = 33  # shards of 17 and 16 samples: an unweighted mean is wrong by ~1/66 
 
 
 def _ddp_problem():
-    from snncertify.training.data import load_digits_split
+    from snncertify.training.datasets import load_digits_split
 
     torch.manual_seed(0)
     bnet = certify(build_arch("digits-fc").double(), 4)

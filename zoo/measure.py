@@ -32,6 +32,7 @@ from snncertify import BoundedSNN
 from snncertify.io import atomic_path, write_text
 from snncertify.report import fmt_percent, percent
 from snncertify.training.checkpoint import load_checkpoint, versions
+from snncertify.training.config import card_training
 from snncertify.training.datasets import make_loader, test_subset
 from snncertify.training.loop import evaluate
 
@@ -164,15 +165,11 @@ def add_run(run: str | Path, data_root: str | None, protocol: dict[str, Any] | N
     with atomic_path(dst) as tmp:
         shutil.copyfile(Path(run) / "model.pt", tmp)
     root = DATA_PLACEHOLDER if cfg["dataset"] != "digits" else None
-    training_cfg = cfg | {"command": portable_command(cfg.get("command"), name)}
     card = {
         "name": name, "dataset": cfg["dataset"], "arch": cfg["arch"],
         "defense": defense_label(cfg), "neuron": cfg.get("neuron", {}),
         "neurons": cfg.get("neurons", []), "certify": cfg["certify"],
-        "training": {k: training_cfg.get(k) for k in ("defense", "defense_params", "optim", "batch_size",
-                                             "epochs_done", "seed", "train_samples", "device",
-                                             "world_size", "command")}
-        | {"epoch_seconds_mean": cfg.get("metrics", {}).get("epoch_seconds_mean")},
+        "training": card_training(cfg | {"command": portable_command(cfg.get("command"), name)}),
         "clean_accuracy": m["clean_accuracy"], "n_test": m["n_test"], "results": m["results"],
         "protocol": protocol | {"measure_seconds": round(seconds, 1)},
         "warnings": m["warnings"],

@@ -8,7 +8,7 @@ name            x per sample          encoding   source / on-disk layout under `
 ==============  ===================  =========  ===========================================
 digits          ``[64]``              direct     scikit-learn's bundled 8x8 digits (``root``
                                                  ignored); pixel / 16; the stratified split of
-                                                 ``data.load_digits_split(0.2, seed=0)``
+                                                 ``load_digits_split(0.2, seed=0)``
 mnist           ``[1, 28, 28]``       direct     ``torchvision.datasets.MNIST``:
                                                  ``root/MNIST/raw/*-ubyte`` (IDX, uncompressed)
 fashion-mnist   ``[1, 28, 28]``       direct     ``torchvision.datasets.FashionMNIST``:
@@ -70,9 +70,13 @@ import torchvision.transforms as tvt
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .data import load_digits_split
+from ..encoding import make_encoding
+from .options import build
 
-__all__ = ["DATASETS", "CIFAR10_CLASSES", "DatasetInfo", "load_dataset", "make_loader"]
+__all__ = [
+    "CIFAR10_CLASSES", "DATASETS", "DatasetInfo", "LoaderOptions", "load_dataset", "load_digits_split",
+    "load_mnist", "make_loader", "test_subset",
+]
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,11 @@ class DatasetInfo:
     num_classes: int
     encoding: str
     layout: str
+
+    @property
+    def time_major(self) -> bool:
+        """Samples are frames ``[T, ...]``, batched time first ``[T, B, ...]`` (the encoding's)."""
+        return make_encoding(self.encoding).time_major
 
 
 CIFAR10_CLASSES: tuple[str, ...] = (
@@ -144,6 +153,23 @@ def _missing(name: str, root: str | os.PathLike, detail: str = "") -> FileNotFou
         f"data set {name!r} not found under root {str(root)!r}{extra}. Expected layout: "
         f"{DATASETS[name].layout}. Get it with {_HOW_TO_GET[name]}; nothing is downloaded here."
     )
+
+
+def load_digits_split(test_fraction: float = 0.2, seed: int = 0) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """scikit-learn's bundled 8x8 digits (no download): ``x`` ``[N, 64]`` in [0, 1], ``y`` ``[N]``.
+
+    Returns ``(x_train, y_train, x_test, y_test)``, a stratified split.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
+    y = torch.tensor(digits.target, dtype=torch.long)
+    xtr, xte, ytr, yte = train_test_split(
+        x, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
+    return xtr, ytr, xte, yte
 
 
 class CIFAR10Pickles(tvd.CIFAR10):
@@ -320,6 +346,22 @@ def load_dataset(
         raise _missing(name, root) from err
 
 
+def load_mnist(root: str | os.PathLike, train: bool, limit: int | None = None) -> tuple[Tensor, Tensor]:
+    """MNIST as tensors (no download): ``x`` ``[N, 1, 28, 28]`` in [0, 1], ``y`` ``[N]``.
+
+    Read by :func:`load_dataset` (the one MNIST reader, and its missing-data error).
+
+    Raises:
+        FileNotFoundError: with the expected layout when ``root`` lacks the data.
+    """
+    ds = load_dataset("mnist", root, train, augment=False)
+    x = ds.data.float().div(255.0).unsqueeze(1)
+    y = ds.targets.clone()
+    if limit is not None:
+        x, y = x[:limit], y[:limit]
+    return x, y
+
+
 def _collate_time_major(batch: Sequence[tuple[Tensor, int]]) -> tuple[Tensor, Tensor]:
     """Event samples ``[T, ...]`` -> ``x`` ``[T, B, ...]`` and ``y`` LongTensor ``[B]``."""
     x = torch.stack([s[0] for s in batch], dim=1)
@@ -334,56 +376,64 @@ def _collate_batch_major(batch: Sequence[tuple[Tensor, int]]) -> tuple[Tensor, T
     return x, y
 
 
-def make_loader(
-    name: str,
-    root: str | os.PathLike | None,
-    train: bool,
-    batch_size: int,
-    shuffle: bool | None = None,
-    seed: int = 0,
-    augment: bool | None = None,
-    num_steps: int | None = None,
-    limit: int | None = None,
-    sampler: torch.utils.data.Sampler | None = None,
-    num_workers: int = 0,
-    drop_last: bool = False,
-) -> DataLoader:
+@dataclass(frozen=True)
+class LoaderOptions:
+    """How :func:`make_loader` batches a split (all optional).
+
+    Attributes:
+        shuffle: defaults to ``train``; the order is drawn from a ``torch.Generator`` seeded with
+            ``seed`` (deterministic; each pass over the loader draws a new permutation).
+        seed: seed of that generator.
+        augment: as in :func:`load_dataset`.
+        num_steps: time bins ``T`` (``nmnist``), as in :func:`load_dataset`.
+        limit: keep only the first ``limit`` samples (before shuffling).
+        sampler: e.g. a ``DistributedSampler``; replaces shuffling (``shuffle=True`` with a
+            sampler is an error).
+        num_workers, drop_last: as in ``DataLoader``.
+    """
+
+    shuffle: bool | None = None
+    seed: int = 0
+    augment: bool | None = None
+    num_steps: int | None = None
+    limit: int | None = None
+    sampler: torch.utils.data.Sampler | None = None
+    num_workers: int = 0
+    drop_last: bool = False
+
+    def __post_init__(self) -> None:
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        if self.sampler is not None and self.shuffle:
+            raise ValueError("pass either a sampler or shuffle=True, not both")
+
+
+def make_loader(name: str, root: str | os.PathLike | None, train: bool, batch_size: int,
+                options: LoaderOptions | None = None, **settings: Any) -> DataLoader:
     """A ``DataLoader`` over :func:`load_dataset` yielding ``(x, y)`` batches.
 
     ``x`` is ``[B, *input_shape]`` (direct) or time-major ``[T, B, 2, 34, 34]`` (event), ``y`` a
-    LongTensor ``[B]``.
-
-    Args:
-        shuffle: defaults to ``train``; the order is drawn from a ``torch.Generator`` seeded with
-            ``seed`` (deterministic; each pass over the loader draws a new permutation).
-        limit: keep only the first ``limit`` samples (before shuffling).
-        sampler: e.g. a ``DistributedSampler``; replaces shuffling (``shuffle=True`` with a sampler
-            is an error).
-        Others as in :func:`load_dataset` and ``DataLoader``.
+    LongTensor ``[B]``. ``options`` (or its fields as keywords ``settings``, e.g.
+    ``limit=64, num_steps=10``): :class:`LoaderOptions`.
     """
-    ds = load_dataset(name, root, train, augment=augment, num_steps=num_steps)
-    if limit is not None:
-        if limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
-        ds = Subset(ds, range(min(int(limit), len(ds))))
-    if sampler is not None:
-        if shuffle:
-            raise ValueError("pass either a sampler or shuffle=True, not both")
-        shuffle = False
-    elif shuffle is None:
-        shuffle = train
+    if options is not None and settings:
+        raise ValueError("make_loader: pass LoaderOptions or its fields as keywords, not both")
+    o = options or build(LoaderOptions, settings, "loader")
+    ds = load_dataset(name, root, train, augment=o.augment, num_steps=o.num_steps)
+    if o.limit is not None:
+        ds = Subset(ds, range(min(int(o.limit), len(ds))))
+    shuffle = False if o.sampler is not None else train if o.shuffle is None else o.shuffle
     gen = torch.Generator()
-    gen.manual_seed(seed)
-    event = DATASETS[name].encoding == "event"
+    gen.manual_seed(o.seed)
     return DataLoader(
         ds,
         batch_size=batch_size,
         shuffle=shuffle,
-        sampler=sampler,
-        num_workers=num_workers,
-        drop_last=drop_last,
+        sampler=o.sampler,
+        num_workers=o.num_workers,
+        drop_last=o.drop_last,
         generator=gen,
-        collate_fn=_collate_time_major if event else _collate_batch_major,
+        collate_fn=_collate_time_major if DATASETS[name].time_major else _collate_batch_major,
     )
 
 
@@ -394,7 +444,7 @@ def test_subset(name: str, root: str | os.PathLike | None, n: int | None = None,
     Returns ``x`` ``[n, *input_shape]`` and ``y`` ``[n]``; the same ``(n, seed)`` gives the
     same images on every machine (a CPU ``torch.Generator`` permutation of the test set).
     """
-    if DATASETS[name].encoding == "event":
+    if DATASETS[name].time_major:
         raise ValueError(f"test_subset: {name} is event data (time-major batches); use make_loader")
     ds = load_dataset(name, root, train=False)
     idx = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))

@@ -13,37 +13,42 @@ Logits are ``logit_scale * scores`` (scores are spike rates in [0, 1]).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..wrapper import BoundedSNN
+from .options import check, option, public_name
+
+EPS_HELP = "L-inf radius of the defense (input units, [0, 1])"
 
 
+@dataclasses.dataclass
 class Defense:
-    """Base class. Subclasses set ``name`` and implement :meth:`loss`.
-
-    Constructor keywords are the defense's hyperparameters; :meth:`hparams`
-    returns them for the checkpoint's config.
+    """Base class. Subclasses set ``name``, declare their hyperparameters as dataclass fields
+    (:func:`~snncertify.training.options.option`: default, help, flag name) and implement
+    :meth:`loss`. Those fields are the defense's one home: the constructor, the command-line
+    flags, the keywords of ``train_model`` and ``config.json``'s ``defense_params``
+    (:meth:`hparams`) all come from them.
     """
 
-    name = "defense"
-    updates_per_batch = 1  #: optimiser updates per batch (for the LR schedule)
+    logit_scale: float = option("logits = scale * spike rates", 10.0, kw_only=True)
 
-    def __init__(self, logit_scale: float = 10.0) -> None:
-        if not logit_scale > 0:
-            raise ValueError(f"logit_scale must be > 0, got {logit_scale}")
-        self.logit_scale = float(logit_scale)
+    name: ClassVar[str] = "defense"
+    updates_per_batch: ClassVar[int] = 1  #: optimiser updates per batch (for the LR schedule)
+
+    def __post_init__(self) -> None:
+        check(self)
+        if not self.logit_scale > 0:
+            raise ValueError(f"logit_scale must be > 0, got {self.logit_scale}")
 
     def hparams(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if not k.startswith("_")}
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
-        return f"{type(self).__name__}({args})"
+        """Every hyperparameter by field name (``config.json``'s ``defense_params``)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
     def ce(self, scores: Tensor, y: Tensor) -> Tensor:
         return F.cross_entropy(self.logit_scale * scores, y)
@@ -59,6 +64,7 @@ class Defense:
         return step(x, y, noise, progress)
 
 
+@dataclasses.dataclass
 class Clean(Defense):
     """BPTT with each Leaky's own surrogate gradient: cross-entropy on the scores."""
 
@@ -73,6 +79,7 @@ def _linear_ramp(progress: float, ramp: float) -> float:
     return 1.0 if ramp <= 0 else min(1.0, progress / ramp)
 
 
+@dataclasses.dataclass
 class Certified(Defense):
     """``kappa * CE(clean) + (1 - kappa) * CE(-margin lower bounds)`` (IBP / CROWN-IBP training).
 
@@ -85,22 +92,24 @@ class Certified(Defense):
     the paper trains; its rate draw is the first ``cert_steps`` of the batch's.
     """
 
+    eps: float = option(EPS_HELP)
+    method: str = option("bound method of the worst-case term", "ibp", name="bound_method",
+                         choices=("ibp", "crown-ibp"))
+    kappa_end: float = option("final weight of the clean loss", 0.5)
+    ramp: float = option("fraction of training to ramp eps", 0.5)
+    warmup: float = option("clean-only fraction before the ramp", 0.0)
+    cert_steps: int | None = option("time steps of the bound term (None: T)", None)
+
     name = "certified"
 
-    def __init__(self, eps: float, method: str = "ibp", kappa_end: float = 0.5,
-                 ramp: float = 0.5, warmup: float = 0.0, cert_steps: int | None = None,
-                 logit_scale: float = 10.0) -> None:
-        super().__init__(logit_scale)
-        if not 0 < eps <= 1:
-            raise ValueError(f"certified training needs eps in (0, 1], got {eps}")
-        if method not in ("ibp", "crown-ibp"):
-            raise ValueError(f"method must be 'ibp' or 'crown-ibp', got {method!r}")
-        if not (0 <= kappa_end <= 1 and 0 <= warmup < 1 and 0 <= ramp <= 1):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"certified training needs eps in (0, 1], got {self.eps}")
+        if not (0 <= self.kappa_end <= 1 and 0 <= self.warmup < 1 and 0 <= self.ramp <= 1):
             raise ValueError("need 0 <= kappa_end <= 1, 0 <= warmup < 1, 0 <= ramp <= 1")
-        if cert_steps is not None and cert_steps < 1:
-            raise ValueError(f"cert_steps must be >= 1, got {cert_steps}")
-        self.eps, self.method, self.kappa_end = float(eps), method, float(kappa_end)
-        self.ramp, self.warmup, self.cert_steps = float(ramp), float(warmup), cert_steps
+        if self.cert_steps is not None and self.cert_steps < 1:
+            raise ValueError(f"cert_steps must be >= 1, got {self.cert_steps}")
 
     def schedule(self, progress: float) -> tuple[float, float]:
         """``(eps, kappa)`` at ``progress``."""
@@ -125,13 +134,18 @@ class Certified(Defense):
 
 
 class _AttackDefense(Defense):
-    """A defense that attacks its own network during training (through :mod:`attacks`)."""
+    """A defense that attacks its own network during training (through :mod:`attacks`).
 
-    def __init__(self, eps: float, grad: str = "bptt", logit_scale: float = 10.0) -> None:
-        super().__init__(logit_scale)
-        if not 0 < eps <= 1:
-            raise ValueError(f"{self.name} needs eps in (0, 1], got {eps}")
-        self.eps, self.grad = float(eps), grad
+    Subclasses declare the fields ``eps`` and ``grad`` (the gradient mode of the attack).
+    """
+
+    eps: float
+    grad: str
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.eps <= 1:
+            raise ValueError(f"{self.name} needs eps in (0, 1], got {self.eps}")
 
     def classifier(self, bnet: BoundedSNN):
         import attacks  # the attack layer sits above the core; imported on use
@@ -145,6 +159,7 @@ class _AttackDefense(Defense):
         return attacks.AttackableSNN(bnet, grad=self.grad, noise=noise, warn_zero_grad=False)
 
 
+@dataclasses.dataclass
 class PGDAT(_AttackDefense):
     """PGD adversarial training (Madry et al.): CE on PGD points from :mod:`attacks`.
 
@@ -154,14 +169,18 @@ class PGDAT(_AttackDefense):
     Rate input: the attack sees fresh noise per forward (EOT-style).
     """
 
+    eps: float = option(EPS_HELP)
+    steps: int = option("PGD iterations", 7, name="pgd_steps")
+    step_size: float | None = option("PGD step (None: 2.5 eps / steps)", None)
+    grad: str = option("gradient mode (bptt, rate, surrogate:NAME)", "bptt")
+    ramp: float = option("fraction of training to ramp eps", 0.2)
+
     name = "pgd-at"
 
-    def __init__(self, eps: float, steps: int = 7, step_size: float | None = None,
-                 grad: str = "bptt", ramp: float = 0.2, logit_scale: float = 10.0) -> None:
-        super().__init__(eps, grad, logit_scale)
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
-        self.steps, self.step_size, self.ramp = int(steps), step_size, float(ramp)
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.steps < 1:
+            raise ValueError(f"pgd_steps must be >= 1, got {self.steps}")
 
     def loss(self, bnet, x, y, noise, progress):
         import attacks
@@ -173,6 +192,7 @@ class PGDAT(_AttackDefense):
         return self.ce(bnet(x, noise=noise), y)
 
 
+@dataclasses.dataclass
 class Stable(_AttackDefense):
     """Robust-Stable SNN (Ding et al., ICML 2024).
 
@@ -184,17 +204,19 @@ class Stable(_AttackDefense):
     layer's own, clamped to [0, 1]).
     """
 
+    eps: float = option(EPS_HELP, 0.1)
+    perturb: str = option("x~", "fgsm", choices=("fgsm", "gaussian"))
+    sigma: float = option("Gaussian std", 0.1)
+    chi: float = option("weight of CE(x)", 0.5)
+    rho: float = option("weight of MPPD", 1.0)
+    grad: str = option("gradient mode (bptt, rate, surrogate:NAME)", "bptt")
+
     name = "stable"
 
-    def __init__(self, eps: float = 0.1, perturb: str = "fgsm", sigma: float = 0.1,
-                 chi: float = 0.5, rho: float = 1.0, grad: str = "bptt",
-                 logit_scale: float = 10.0) -> None:
-        super().__init__(eps, grad, logit_scale)
-        if perturb not in ("fgsm", "gaussian"):
-            raise ValueError(f"perturb must be 'fgsm' or 'gaussian', got {perturb!r}")
-        if not (0 <= chi <= 1 and rho >= 0 and sigma >= 0):
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not (0 <= self.chi <= 1 and self.rho >= 0 and self.sigma >= 0):
             raise ValueError("need 0 <= chi <= 1, rho >= 0, sigma >= 0")
-        self.perturb, self.sigma, self.chi, self.rho = perturb, float(sigma), float(chi), float(rho)
 
     def perturbed(self, bnet: BoundedSNN, x: Tensor, y: Tensor) -> Tensor:
         if self.perturb == "gaussian":
@@ -218,6 +240,7 @@ class Stable(_AttackDefense):
         return self.chi * self.ce(s, y) + (1 - self.chi) * self.ce(st, y) + self.rho * mppd
 
 
+@dataclasses.dataclass
 class Hire(_AttackDefense):
     """HIRE-SNN-style crafted input noise (Kundu et al., ICCV 2021), as we read it.
 
@@ -233,14 +256,17 @@ class Hire(_AttackDefense):
     Rate input: period ``p`` uses steps ``[p T/P, (p+1) T/P)`` of the batch's draw.
     """
 
+    eps: float = option(EPS_HELP, 0.1)
+    periods: int = option("periods the T steps are split into", 2)
+    step: float | None = option("noise step (None: eps)", None, name="step_size")
+    grad: str = option("gradient mode (always bptt)", "bptt", init=False, cli=False)
+
     name = "hire"
 
-    def __init__(self, eps: float = 0.1, periods: int = 2, step: float | None = None,
-                 logit_scale: float = 10.0) -> None:
-        super().__init__(eps, "bptt", logit_scale)
-        if periods < 1:
-            raise ValueError(f"periods must be >= 1, got {periods}")
-        self.periods, self.step = int(periods), step
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.periods < 1:
+            raise ValueError(f"periods must be >= 1, got {self.periods}")
 
     @property
     def updates_per_batch(self) -> int:
@@ -275,10 +301,65 @@ class Hire(_AttackDefense):
 DEFENSES: dict[str, type[Defense]] = {
     cls.name: cls for cls in (Clean, Hire, Stable, PGDAT, Certified)
 }
+#: method names that mean a defense with one hyperparameter fixed: name -> (defense, fields)
+ALIASES: dict[str, tuple[str, dict[str, Any]]] = {
+    "ibp": ("certified", {"method": "ibp"}), "crown-ibp": ("certified", {"method": "crown-ibp"}),
+}
+#: every ``--method`` (defenses and aliases)
+METHODS: tuple[str, ...] = tuple(sorted([*DEFENSES, *ALIASES]))
 
 
-def make_defense(name: str, **kwargs) -> Defense:
-    """The defense ``name`` (``DEFENSES``) with its hyperparameters."""
+def make_defense(name: str, **kwargs: Any) -> Defense:
+    """The defense ``name`` (``DEFENSES``) with its hyperparameters (by field name)."""
     if name not in DEFENSES:
         raise ValueError(f"unknown defense {name!r}; known: {sorted(DEFENSES)}")
     return DEFENSES[name](**kwargs)
+
+
+def options(cls: type[Defense]) -> dict[str, dataclasses.Field]:
+    """The settable hyperparameters of ``cls`` by keyword / flag name (``bound_method``
+    for ``Certified.method``, ``pgd_steps`` for ``PGDAT.steps``, ...)."""
+    return {public_name(f): f for f in dataclasses.fields(cls) if f.init}
+
+
+def build_defense(method: str, settings: Mapping[str, Any]) -> Defense:
+    """The defense of ``method`` (a defense or an alias of ``ALIASES``) from ``settings`` keyed
+    by option name (:func:`options`); a None value keeps the default.
+
+    Raises:
+        ValueError: unknown method, an option the defense does not take, a required one
+            missing (``eps`` of ``certified`` / ``pgd-at``), or one that contradicts the alias.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
+    name, fixed = ALIASES.get(method, (method, {}))
+    known = options(DEFENSES[name])
+    kw = {}
+    for key, value in settings.items():
+        if value is None:
+            continue
+        if key not in known:
+            raise ValueError(f"option {key!r} does not apply to the {name!r} defense "
+                             f"(it takes {sorted(known)})")
+        kw[known[key].name] = value
+    for key, value in fixed.items():
+        if kw.setdefault(key, value) != value:
+            flag = next(o for o, f in known.items() if f.name == key)
+            raise ValueError(f"--method {method} conflicts with --{flag.replace('_', '-')} "
+                             f"{kw[key]}")
+    for key, f in known.items():
+        if f.name not in kw and f.default is dataclasses.MISSING:
+            raise ValueError(f"the {name!r} defense needs --{key.replace('_', '-')}")
+    return DEFENSES[name](**kw)
+
+
+def defense_from_params(name: str, params: Mapping[str, Any]) -> Defense:
+    """The defense of a ``config.json``: ``defense`` ``name`` and ``defense_params``
+    (:meth:`Defense.hparams`, by field name; fixed fields must hold their value)."""
+    if name not in DEFENSES:
+        raise ValueError(f"unknown defense {name!r}; known: {sorted(DEFENSES)}")
+    fixed = {f.name: f.default for f in dataclasses.fields(DEFENSES[name]) if not f.init}
+    for key, value in fixed.items():
+        if params.get(key, value) != value:
+            raise ValueError(f"defense {name!r}: {key} is always {value!r}, got {params[key]!r}")
+    return make_defense(name, **{k: v for k, v in params.items() if k not in fixed})

@@ -22,6 +22,7 @@ statistics stay per rank, as without SyncBatchNorm).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from pathlib import Path
@@ -32,12 +33,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, RandomSampler
 
-from attacks.classifier import strict_correct
-
+from ..correctness import strict_correct
 from ..progress import progress_bar
 from ..wrapper import BoundedSNN
 from .checkpoint import load_config, neuron_params, save_checkpoint, save_torch, versions
-from .defenses import Defense
+from .config import OptimConfig
+from .defenses import Certified, Clean, Defense
+from .options import build
 
 
 class _LossModule(nn.Module):
@@ -80,37 +82,30 @@ class Trainer:
     Args:
         bnet: the network (``certify(net, ...)``); trained in place.
         defense: a :class:`Defense` (``make_defense(name, ...)``).
-        epochs: passes over the training data.
-        lr: Adam learning rate (peak of the cosine schedule).
-        schedule: ``"cosine"`` (per update, to 0) or ``"constant"``.
-        weight_decay: Adam's (L2) weight decay.
-        grad_clip: max gradient norm (None: no clipping).
+        optim: epochs, Adam's learning rate and weight decay, the schedule, gradient
+            clipping (:class:`~snncertify.training.config.OptimConfig`); or its fields as
+            keywords ``optim_settings`` (``epochs=2, schedule="constant"``).
         seed: seeds data order, noise draws and torch's RNG (per epoch).
         device: ``"cpu"``, ``"cuda"``, ... (default: where ``bnet`` is).
         out: run folder for checkpoints (None: none written).
-        config: extra entries for ``config.json`` (dataset, arch, command, ...).
         progress: tqdm bars (rank 0 only).
+
+    ``extra``: entries added to ``config.json`` (dataset, arch, command, ...).
     """
 
-    def __init__(self, bnet: BoundedSNN, defense: Defense, epochs: int = 10, lr: float = 1e-3,
-                 schedule: str = "cosine", weight_decay: float = 0.0,
-                 grad_clip: float | None = None, seed: int = 0,
-                 device: str | torch.device | None = None, out: str | Path | None = None,
-                 config: dict[str, Any] | None = None, progress: bool = True) -> None:
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
-        if schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
-        if not lr > 0:
-            raise ValueError(f"lr must be > 0, got {lr}")
-        self.bnet, self.defense, self.epochs, self.lr = bnet, defense, int(epochs), float(lr)
-        self.schedule, self.weight_decay, self.grad_clip = schedule, weight_decay, grad_clip
-        self.seed = int(seed)
+    def __init__(self, bnet: BoundedSNN, defense: Defense, optim: OptimConfig | None = None, *,
+                 seed: int = 0, device: str | torch.device | None = None,
+                 out: str | Path | None = None, progress: bool = True,
+                 **optim_settings: Any) -> None:
+        if optim is not None and optim_settings:
+            raise ValueError("Trainer: pass an OptimConfig or its fields as keywords, not both")
+        self.optim = optim or build(OptimConfig, optim_settings, "optim")
+        self.bnet, self.defense, self.seed = bnet, defense, int(seed)
         if device is None:
             device = next(bnet.parameters()).device
         self.device = torch.device(device)
         self.out = Path(out) if out is not None else None
-        self.extra = dict(config or {})
+        self.extra: dict[str, Any] = {}
         self.rank, self.world = _world()
         self.progress = progress and self.rank == 0
         bnet.to(self.device)
@@ -118,9 +113,14 @@ class Trainer:
         if self.world > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.module = nn.parallel.DistributedDataParallel(self.module, device_ids=ids)
-        self.opt = torch.optim.Adam(bnet.parameters(), lr=self.lr, weight_decay=weight_decay)
+        self.opt = torch.optim.Adam(bnet.parameters(), lr=self.optim.lr,
+                                    weight_decay=self.optim.weight_decay)
         self.history: dict[str, list] = {"loss": [], "epoch_seconds": [], "test_accuracy": []}
         self.epoch = 0
+
+    @property
+    def epochs(self) -> int:
+        return self.optim.epochs
 
     # ------------------------------------------------------------------ data
     def _batches(self, n: int, batch_size: int, shuffle: bool, drop_last: bool) -> list[Tensor]:
@@ -150,19 +150,19 @@ class Trainer:
 
     # --------------------------------------------------------------- updates
     def _lr_factor(self, update: int) -> float:
-        if self.schedule == "constant":
+        if self.optim.schedule == "constant":
             return 1.0
         return 0.5 * (1 + math.cos(math.pi * min(update, self.total_updates) / self.total_updates))
 
     def _step(self, weight: float):
         def step(x, y, noise, progress, **kw) -> float:
             for g in self.opt.param_groups:
-                g["lr"] = self.lr * self._lr_factor(self.updates)
+                g["lr"] = self.optim.lr * self._lr_factor(self.updates)
             loss = self.module(x, y, noise, progress, **kw)
             self.opt.zero_grad(set_to_none=True)
             (loss * weight).backward()
-            if self.grad_clip is not None:
-                nn.utils.clip_grad_norm_(self.bnet.parameters(), self.grad_clip)
+            if self.optim.grad_clip is not None:
+                nn.utils.clip_grad_norm_(self.bnet.parameters(), self.optim.grad_clip)
             self.opt.step()
             self.updates += 1
             return float(loss.detach())
@@ -179,9 +179,7 @@ class Trainer:
             "neurons": neuron_params(b.net),
             "defense": self.defense.name,
             "defense_params": self.defense.hparams(),
-            "optim": {"optimizer": "adam", "lr": self.lr, "schedule": self.schedule,
-                      "weight_decay": self.weight_decay, "grad_clip": self.grad_clip,
-                      "epochs": self.epochs},
+            "optim": self.optim.to_record(),
             "seed": self.seed,
             "world_size": self.world,
             "device": str(self.device),
@@ -279,31 +277,46 @@ def _tensor_loader(x: Tensor, y: Tensor, batch_size: int, shuffle: bool) -> Data
     return DataLoader(TensorDataset(x, y), batch_size=batch_size, shuffle=shuffle)
 
 
-def train_tensors(bnet: BoundedSNN, x: Tensor, y: Tensor, defense: Defense, epochs: int = 10,
-                  lr: float = 5e-3, batch_size: int = 64, seed: int = 0, progress: bool = True,
-                  schedule: str = "constant") -> list[float]:
+#: :func:`train_tensors`' optimiser unless told otherwise
+TENSOR_OPTIM = OptimConfig(lr=5e-3, schedule="constant")
+
+
+def train_tensors(bnet: BoundedSNN, x: Tensor, y: Tensor, defense: Defense, *,
+                  batch_size: int = 64, seed: int = 0, progress: bool = True,
+                  **optim_settings: Any) -> list[float]:
     """:class:`Trainer` over in-memory tensors ``x`` ``[N, ...]``, ``y`` ``[N]`` (small data sets,
-    tests); returns each epoch's mean loss."""
-    trainer = Trainer(bnet, defense, epochs, lr, schedule, seed=seed, progress=progress)
+    tests); returns each epoch's mean loss. ``optim_settings``: :class:`OptimConfig` fields
+    over :data:`TENSOR_OPTIM` (``epochs=10, lr=5e-3, schedule="constant"``)."""
+    unknown = sorted(set(optim_settings) - {f.name for f in dataclasses.fields(OptimConfig)})
+    if unknown:
+        raise ValueError(f"unknown train_tensors setting(s) {unknown}; known: batch_size, seed, "
+                         f"progress and the OptimConfig fields")
+    optim = dataclasses.replace(TENSOR_OPTIM, **optim_settings)
+    trainer = Trainer(bnet, defense, optim, seed=seed, progress=progress)
     return trainer.fit(_tensor_loader(x, y, batch_size, True))["loss"]
 
 
-def train_clean(bnet: BoundedSNN, x: Tensor, y: Tensor, logit_scale: float = 10.0,
-                **kw) -> list[float]:
-    """Clean BPTT on tensors; ``kw`` as for :func:`train_tensors`."""
-    from .defenses import Clean
+def _train_defense(cls: type[Defense], bnet: BoundedSNN, x: Tensor, y: Tensor,
+                   settings: dict[str, Any]) -> list[float]:
+    """:func:`train_tensors` with ``cls(**its fields of settings)``; the rest of ``settings``
+    goes to :func:`train_tensors`."""
+    mine = {f.name for f in dataclasses.fields(cls) if f.init}
+    defense = cls(**{k: settings.pop(k) for k in list(settings) if k in mine})
+    return train_tensors(bnet, x, y, defense, **settings)
 
-    return train_tensors(bnet, x, y, Clean(logit_scale), **kw)
+
+def train_clean(bnet: BoundedSNN, x: Tensor, y: Tensor, **settings: Any) -> list[float]:
+    """Clean BPTT on tensors: ``settings`` are :class:`~snncertify.training.defenses.Clean`'s
+    (``logit_scale``) and :func:`train_tensors`' keywords."""
+    return _train_defense(Clean, bnet, x, y, settings)
 
 
-def train_certified(bnet: BoundedSNN, x: Tensor, y: Tensor, eps: float, method: str = "ibp",
-                    kappa_end: float = 0.5, ramp: float = 0.5, logit_scale: float = 10.0,
-                    **kw) -> list[float]:
-    """Certified training on tensors (:class:`~snncertify.training.defenses.Certified`)."""
-    from .defenses import Certified
-
-    return train_tensors(bnet, x, y, Certified(eps, method, kappa_end, ramp,
-                                               logit_scale=logit_scale), **kw)
+def train_certified(bnet: BoundedSNN, x: Tensor, y: Tensor, eps: float,
+                    **settings: Any) -> list[float]:
+    """Certified training on tensors: ``settings`` are
+    :class:`~snncertify.training.defenses.Certified`'s (``method``, ``kappa_end``, ``ramp``,
+    ``logit_scale``, ...) and :func:`train_tensors`' keywords."""
+    return _train_defense(Certified, bnet, x, y, {"eps": eps, **settings})
 
 
 def evaluate_accuracy(bnet: BoundedSNN, x: Tensor, y: Tensor, batch_size: int = 512) -> float:
