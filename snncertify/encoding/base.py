@@ -99,7 +99,7 @@ class Encoding(ABC):
     def _check_values(self, x: Tensor, what: str, hint: str) -> None:
         lo, hi = (float(v) for v in torch.aminmax(x))
         if math.isnan(lo) or math.isnan(hi):
-            raise ValueError(f"{what} contains NaN")
+            raise ValueError(f"{what} contains NaN (values must lie in [0, 1])")
         if not (lo >= 0.0 and hi <= 1.0):
             raise ValueError(f"{what} must lie in [0, 1], got values in [{lo:.6g}, {hi:.6g}]{hint}")
 
