@@ -32,6 +32,7 @@ import torch
 import attacks
 import zoo
 from snncertify.report import (
+    PlotOptions,
     percent,
     pivot,
     plot_bars,
@@ -43,6 +44,7 @@ from snncertify.report import (
 from snncertify.training.datasets import test_subset
 
 LINEAR = ("crown-ibp", "crown", "alpha-crown")
+EPS_AXIS = "eps (L-inf, input in [0, 1])"
 #: the full default suite (SpikeSearch included): the cards' protocol
 DEFAULT_ATTACKS = list(attacks.DEFAULT_ATTACKS)
 
@@ -58,15 +60,21 @@ def entries(dataset: str, arch: str | None, encoding: str) -> list[str]:
     return names
 
 
+def eval_config(args: argparse.Namespace) -> attacks.EvalConfig:
+    """The ``attacks.evaluate`` settings of the command line (``--eps``, ``--attacks``,
+    ``--methods`` as bounds, ``--seed``, ``--batch-size``, ``--device``, ``--quiet``)."""
+    return attacks.EvalConfig(eps=args.eps, attacks=args.attacks, bounds=args.methods,
+                              seed=args.seed, batch_size=args.batch_size, device=args.device,
+                              progress=not args.quiet)
+
+
 def evaluate_entry(name: str, x: torch.Tensor, y: torch.Tensor, args) -> tuple[list[dict], list[str]]:
     """Long rows (``column``, ``kind``, ``correct``, ``accuracy``: fraction) of one entry, with the
     best-linear verified column added, and the suite's warnings."""
     bnet = zoo.load_bounded(name, map_location=args.device)
     with warnings.catch_warnings():  # the findings are in res.warnings; the caller prints them
         warnings.simplefilter("ignore", attacks.SanityWarning)
-        res = attacks.evaluate(bnet, (x, y), args.eps, args.attacks, certify=args.methods,
-                               seed=args.seed, batch_size=args.batch_size, device=args.device,
-                               progress=not args.quiet)
+        res = attacks.evaluate(bnet, (x, y), config=eval_config(args))
     rows = [dict(r) for r in res]
     linear = [m for m in args.methods if m in LINEAR]
     for e in args.eps:
@@ -246,10 +254,11 @@ def _plot_curves(rows: list[dict], args, arch: str, n: int, out: Path) -> None:
     """Several eps: accuracy vs eps, one panel per defense, and worst case vs verified."""
     plot_lines([r for r in rows if r["column"] != TIES_COLUMN], "eps", "accuracy_pct", "column",
                out / "accuracy_vs_eps.png",
-               panel="defense", ylabel="accuracy (%)", xlabel="eps (L-inf, input in [0, 1])",
-               ylim=(-2, 102), dodge=0.012,
-               title=f"{args.dataset} zoo entries ({arch}, {args.encoding} input): accuracy vs eps "
-                     f"per defense, n = {n} test images; worst case = every attack; verified = proved")
+               PlotOptions(panel="defense", ylabel="accuracy (%)", xlabel=EPS_AXIS,
+                           ylim=(-2, 102), dodge=0.012,
+                           title=f"{args.dataset} zoo entries ({arch}, {args.encoding} input): "
+                                 f"accuracy vs eps per defense, n = {n} test images; worst case "
+                                 "= every attack; verified = proved"))
     colours = {d: f"C{i % 10}" for i, d in enumerate(dict.fromkeys(r["defense"] for r in rows))}
     summary = [{**r, "curve": f"{r['defense']}: {r['column']}"} for r in rows
                if r["column"] in ("worst-case attack", "verified (best linear)")
@@ -262,10 +271,11 @@ def _plot_curves(rows: list[dict], args, arch: str, n: int, out: Path) -> None:
                 "linewidth": 1.6}
 
     plot_lines(summary, "eps", "accuracy_pct", "curve", out / "certified_vs_empirical.png",
-               ylabel="accuracy (%)", xlabel="eps (L-inf, input in [0, 1])", ylim=(-2, 102),
-               dodge=0.008, style=style,
-               title=f"{args.dataset} ({arch}): empirical (worst-case attack, solid) vs certified "
-                     f"(verified, dashed) robust accuracy per defense, n = {n}")
+               PlotOptions(ylabel="accuracy (%)", xlabel=EPS_AXIS, ylim=(-2, 102), dodge=0.008,
+                           style=style,
+                           title=f"{args.dataset} ({arch}): empirical (worst-case attack, solid) "
+                                 f"vs certified (verified, dashed) robust accuracy per defense, "
+                                 f"n = {n}"))
 
 
 def _plot_bars(rows: list[dict], args, arch: str, n: int, out: Path) -> None:
