@@ -153,7 +153,8 @@ def column_name(r: dict) -> str:
     return r["attack"]
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (module doc); ``--methods`` always includes ``ibp``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits", help="digits (default, embedded) or mnist")
     p.add_argument("--arch", help="zoo architecture (default: every one of the data set)")
@@ -182,35 +183,55 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    help="no measuring: the rows of the entries' zoo cards (their protocol, subset "
                         "and suite) at --eps")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
     if "ibp" not in args.methods:
         args.methods = ["ibp", *args.methods]
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     n = args.n if args.n is not None else (None if args.dataset == "digits" else 1000)
     out = Path(args.out or f"runs/compare_defenses/{args.dataset}")
     names = entries(args.dataset, args.arch, args.encoding)
     start = time.perf_counter()
     if args.from_cards:
-        if args.n is not None:
-            raise SystemExit("--from-cards uses each card's own subset: drop --n")
-        cards = {name: card_entry(name, args.eps) for name in names}
-        sizes = {c[2] for c in cards.values()}
-        if len(sizes) != 1:
-            raise SystemExit(f"--from-cards: the cards were measured on different n: {sizes}")
-        n = sizes.pop()
-        protocols = {json.dumps(zoo.card(nm)["protocol"]["attacks"]) for nm in names}
-        args.attacks = json.loads(protocols.pop()) if len(protocols) == 1 else ["(per card)"]
-        args.methods = sorted({attacks.certified_method(r["column"]) for nm in names
-                               for r in zoo.card(nm)["results"] if r["kind"] == "certified"})
-        results = ((nm, (rows, found), 0.0) for nm, (rows, found, _) in cards.items())
+        results, n = from_cards(names, args)
     else:
         x, y = test_subset(args.dataset, args.data_root, n, args.seed)
         n = len(y)
         results = run_entries(names, x, y, args)
 
-    rows, problems = [], []
     print(f"comparing {len(names)} entries on {n} test images at eps {args.eps}"
           + (" (from their cards)" if args.from_cards else "")
           + (f" in {args.jobs} processes" if args.jobs > 1 else ""), flush=True)
+    rows = collect_rows(results, args, n, start)
+    write_outputs(rows, names, args, n, out)
+    print(f"wrote {out}/compare_defenses.csv, .md, accuracy_vs_eps.png, certified_vs_empirical.png "
+          f"in {time.perf_counter() - start:.0f} s")
+    return rows
+
+
+def from_cards(names: list[str], args: argparse.Namespace) -> tuple:
+    """``--from-cards``: the entries' results as :func:`run_entries` yields them, and their
+    n; sets ``args.attacks`` / ``args.methods`` to the cards' protocol."""
+    if args.n is not None:
+        raise SystemExit("--from-cards uses each card's own subset: drop --n")
+    cards = {name: card_entry(name, args.eps) for name in names}
+    sizes = {c[2] for c in cards.values()}
+    if len(sizes) != 1:
+        raise SystemExit(f"--from-cards: the cards were measured on different n: {sizes}")
+    protocols = {json.dumps(zoo.card(nm)["protocol"]["attacks"]) for nm in names}
+    args.attacks = json.loads(protocols.pop()) if len(protocols) == 1 else ["(per card)"]
+    args.methods = sorted({attacks.certified_method(r["column"]) for nm in names
+                           for r in zoo.card(nm)["results"] if r["kind"] == "certified"})
+    return ((nm, (rows, found), 0.0) for nm, (rows, found, _) in cards.items()), sizes.pop()
+
+
+def collect_rows(results, args: argparse.Namespace, n: int, start: float) -> list[dict]:
+    """The long rows of every entry (``accuracy_pct`` in % of ``n``), warnings printed;
+    :class:`attacks.ConsistencyError` if an entry breaks verified <= worst case <= clean."""
+    rows, problems = [], []
     for name, (res, found), seconds in results:
         card = zoo.card(name)
         for msg in found:
@@ -228,7 +249,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
               flush=True)
     if problems:
         raise attacks.ConsistencyError("the comparison is inconsistent:\n  " + "\n  ".join(problems))
+    return rows
 
+
+def write_outputs(rows: list[dict], names: list[str], args: argparse.Namespace, n: int,
+                  out: Path) -> None:
+    """The pivoted table (CSV, Markdown, printed) and the two figures."""
     protocol = (f"{args.dataset}, n = {n} test images, L-inf eps in input units, "
                 f"attacks: {', '.join(args.attacks)}; bounds: {', '.join(args.methods)}")
     table = [{k: f"{v:g}" if k == "eps" else f"{v:.1f}" if isinstance(v, float) else v
@@ -245,9 +271,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
         _plot_bars(rows, args, arch, n, out)
     else:
         _plot_curves(rows, args, arch, n, out)
-    print(f"wrote {out}/compare_defenses.csv, .md, accuracy_vs_eps.png, certified_vs_empirical.png "
-          f"in {time.perf_counter() - start:.0f} s")
-    return rows
 
 
 def _plot_curves(rows: list[dict], args, arch: str, n: int, out: Path) -> None:
