@@ -43,7 +43,7 @@ from .evaluate import (
     certified_method,
     evaluate,
 )
-from .spike_search import SpikeSearch
+from .spike_search import SearchOptions, SpikeSearch
 from .suite import (
     APGD,
     ATTACKS,
@@ -83,6 +83,7 @@ __all__ = [
     "OutOfBallWarning",
     "Results",
     "SanityWarning",
+    "SearchOptions",
     "SoundnessWarning",
     "SpikeSearch",
     "Square",

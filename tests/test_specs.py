@@ -56,3 +56,12 @@ def test_sizes():
             parse_budget(bad)
     with pytest.raises(ValueError, match=r"size '4 parsecs'"):
         parse_size("4 parsecs")
+
+
+def test_spike_search_spec_fills_its_options():
+    atk = attacks.make_attack("spike-search(restarts=1, iters=2, taus=(0.5, 0.05))@rate")
+    assert atk.options == attacks.SearchOptions(restarts=1, iters=2, taus=(0.5, 0.05))
+    assert atk.grad == "rate" and atk.label == "SpikeSearch-50+1x2 [rate]"
+    merged = attacks.SpikeSearch(attacks.SearchOptions(restarts=2, prove=None), iters=3, seed=4)
+    assert (merged.options.restarts, merged.options.iters, merged.options.prove,
+            merged.seed) == (2, 3, None, 4)
