@@ -5,13 +5,19 @@
 >>> bnet = certify(net, num_steps=10)                     # an snnTorch nn.Sequential
 >>> res = attacks.evaluate(bnet, (x, y), eps=[0.01, 0.03, 0.1],
 ...                        attacks=["fgsm", "pgd", "apgd-ce", "apgd-dlr", "square"],
-...                        certify="ibp")
+...                        bounds="ibp")
 >>> print(res.to_markdown()); res.to_csv("robust.csv"); res.plot("robust.png")
 
-``AttackableSNN(bnet, grad=...)`` is a plain classifier that any torchattacks
+``attacks.EvalConfig`` holds a run's settings (``evaluate(bnet, data, config=cfg)``);
+the tables are ``snncertify.report``'s. ``AttackableSNN(bnet, grad=...)`` is a plain classifier that any torchattacks
 attack accepts directly. The protocol (attacks, steps, step sizes, gradient
 modes, what "robust accuracy" means, sanity checks) is in README.md ("Attack evaluation protocol").
 """
+
+from snncertify.report import plot_results as plot
+from snncertify.report import results_from_csv as read_csv
+from snncertify.report import results_markdown as to_markdown
+from snncertify.report import results_to_csv as to_csv
 
 from .checks import (
     ConsistencyError,
@@ -29,9 +35,15 @@ from .classifier import (
     make_surrogate,
     strict_correct,
 )
-from .evaluate import DEFAULT_ATTACKS, Results, certified_column, certified_method, evaluate
-from .report import plot, read_csv, to_csv, to_markdown
-from .spike_search import SpikeSearch
+from .evaluate import (
+    DEFAULT_ATTACKS,
+    EvalConfig,
+    Results,
+    certified_column,
+    certified_method,
+    evaluate,
+)
+from .spike_search import SearchOptions, SpikeSearch
 from .suite import (
     APGD,
     ATTACKS,
@@ -58,6 +70,7 @@ __all__ = [
     "register_attack",
     "DEFAULT_ATTACKS",
     "EOTPGD",
+    "EvalConfig",
     "FGSM",
     "GRAD_MODES",
     "PGD",
@@ -70,6 +83,7 @@ __all__ = [
     "OutOfBallWarning",
     "Results",
     "SanityWarning",
+    "SearchOptions",
     "SoundnessWarning",
     "SpikeSearch",
     "Square",

@@ -38,7 +38,9 @@ random subset of coordinates per round for large inputs.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -49,7 +51,7 @@ from snncertify.methods import get_method
 from .classifier import margin
 from .suite import Attack
 
-__all__ = ["SpikeSearch"]
+__all__ = ["SearchOptions", "SpikeSearch"]
 
 
 def _lex_better(em: Tensor, sm: Tensor, em0: Tensor, sm0: Tensor) -> Tensor:
@@ -57,10 +59,11 @@ def _lex_better(em: Tensor, sm: Tensor, em0: Tensor, sm0: Tensor) -> Tensor:
     return (em < em0) | ((em == em0) & (sm < sm0 - 1e-7))
 
 
-class SpikeSearch(Attack):
-    """Relaxed-network PGD plus lexicographic coordinate/line search (module doc).
+@dataclass(frozen=True)
+class SearchOptions:
+    """The settings of :class:`SpikeSearch` (checked on construction).
 
-    Args:
+    Attributes:
         pgd_steps: relaxed PGD steps (0 skips the phase).
         taus: start and end temperature of the relaxed PGD anneal.
         restarts: local-search restarts (the first from the PGD point).
@@ -76,36 +79,77 @@ class SpikeSearch(Attack):
         max_candidates: forward passes per batched call (bounds memory).
     """
 
+
+    pgd_steps: int = 50
+    taus: tuple[float, float] = (0.3, 0.03)
+    restarts: int = 5
+    iters: int = 100
+    levels: int = 9
+    line: int = 16
+    line_taus: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
+    key_tau: float = 0.3
+    coords: int = 64
+    patience: int = 10
+    prove: str | None = "crown-ibp"
+    max_candidates: int = 16384
+
+    def __post_init__(self) -> None:
+        if (self.pgd_steps < 0 or self.restarts < 0 or self.iters < 0 or self.levels < 2
+                or self.line < 0 or self.coords < 1 or self.patience < 1):
+            raise ValueError("SpikeSearch: pgd_steps, restarts, iters, line >= 0, levels >= 2, "
+                             "coords >= 1, patience >= 1")
+        if self.prove is not None:
+            try:
+                get_method(self.prove)
+            except ValueError as err:
+                raise ValueError(f"SpikeSearch: prove must be None or a bound method: {err}") from None
+        if not (len(self.taus) == 2 and min(self.taus) > 0 and self.key_tau > 0
+                and all(t > 0 for t in self.line_taus)):
+            raise ValueError("SpikeSearch: temperatures must be > 0 (taus: a (start, end) pair)")
+
+
+_OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(SearchOptions))
+
+
+@dataclass(frozen=True)
+class _Box:
+    """The samples being searched, flat: inputs ``x`` ``[B, d]``, their labels ``y`` ``[B]``,
+    the box ``lo, hi`` ``[B, d]`` of the ball ``[x - eps, x + eps]`` cut to [0, 1], the
+    radius ``eps`` and the sample shape the network sees."""
+
+    x: Tensor
+    y: Tensor
+    lo: Tensor
+    hi: Tensor
+    eps: float
+    shape: tuple[int, ...]
+
+    def __getitem__(self, idx: Tensor) -> _Box:
+        """The samples ``idx`` (int ``[b]``)."""
+        return _Box(self.x[idx], self.y[idx], self.lo[idx], self.hi[idx], self.eps, self.shape)
+
+
+class SpikeSearch(Attack):
+    """Relaxed-network PGD plus lexicographic coordinate/line search (module doc).
+
+    Args:
+        options: the search's settings (:class:`SearchOptions`); keyword arguments named
+            like its fields (``restarts=2``) override them, the others go to
+            :class:`~attacks.suite.Attack` (``grad``, ``noise``, ``seed``).
+    """
+
     name = "SpikeSearch"
     images = False
     search = True
 
-    def __init__(
-        self, pgd_steps: int = 50, taus: tuple[float, float] = (0.3, 0.03), restarts: int = 5,
-        iters: int = 100, levels: int = 9, line: int = 16,
-        line_taus: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0), key_tau: float = 0.3,
-        coords: int = 64, patience: int = 10, prove: str | None = "crown-ibp",
-        max_candidates: int = 16384, **kw,
-    ) -> None:
+    def __init__(self, options: SearchOptions | None = None, **kw) -> None:
+        own = {k: kw.pop(k) for k in list(kw) if k in _OPTION_FIELDS}
         super().__init__(**kw)
-        if (pgd_steps < 0 or restarts < 0 or iters < 0 or levels < 2 or line < 0 or coords < 1
-                or patience < 1):
-            raise ValueError("SpikeSearch: pgd_steps, restarts, iters, line >= 0, levels >= 2, "
-                             "coords >= 1, patience >= 1")
-        if prove is not None:
-            try:
-                get_method(prove)
-            except ValueError as err:
-                raise ValueError(f"SpikeSearch: prove must be None or a bound method: {err}") from None
-        if not (len(taus) == 2 and min(taus) > 0 and key_tau > 0 and all(t > 0 for t in line_taus)):
-            raise ValueError("SpikeSearch: temperatures must be > 0 (taus: a (start, end) pair)")
-        self.pgd_steps, self.taus, self.restarts, self.iters = int(pgd_steps), taus, restarts, iters
-        self.levels, self.line, self.line_taus, self.key_tau = levels, line, line_taus, key_tau
-        self.coords, self.max_candidates = int(coords), int(max_candidates)
-        self.patience, self.prove = int(patience), prove
+        self.options = dataclasses.replace(options or SearchOptions(), **own)
 
     def _label(self) -> str:
-        return f"SpikeSearch-{self.pgd_steps}+{self.restarts}x{self.iters}"
+        o = self.options
+        return f"SpikeSearch-{o.pgd_steps}+{o.restarts}x{o.iters}"
 
     # ----------------------------------------------------------------- helpers
     def _scores(self, x: Tensor, shape, grad=None) -> Tensor:
@@ -121,7 +165,7 @@ class SpikeSearch(Attack):
         """Exact (or ``grad``-relaxed) margins ``[N]`` of flat inputs ``[N, d]``, in chunks
         of ``max_candidates`` (against the target classes ``tgt`` ``[N]`` when given)."""
         out = []
-        c = self.max_candidates
+        c = self.options.max_candidates
         for i in range(0, x.shape[0], c):
             ti = None if tgt is None else tgt[i:i + c]
             out.append(margin(self._scores(x[i:i + c], shape, grad), y[i:i + c], ti))
@@ -130,7 +174,7 @@ class SpikeSearch(Attack):
     def _key(self, x: Tensor, y: Tensor, shape, tgt: Tensor | None = None,
              tau: float | None = None) -> tuple[Tensor, Tensor]:
         """(exact margin, relaxed margin at ``tau``, default ``key_tau``) ``[N]`` each."""
-        relaxed = Relaxed(tau or self.key_tau)
+        relaxed = Relaxed(tau or self.options.key_tau)
         return (self._margins(x, y, shape, tgt),
                 self._margins(x, y, shape, tgt, relaxed))
 
@@ -142,15 +186,18 @@ class SpikeSearch(Attack):
         return g
 
     # ------------------------------------------------------------------ phases
-    def _relaxed_pgd(self, x, y, lo, hi, eps, shape, best, bem, bsm):
-        cur = x.clone()
-        t0, t1 = self.taus
-        for i in range(self.pgd_steps):
-            frac = i / max(self.pgd_steps - 1, 1)
-            g = self._relaxed_grad(cur, y, shape, t0 * (t1 / t0) ** frac)
-            step = 0.1 * eps * (1 - 0.9 * frac)
-            cur = torch.minimum(torch.maximum(cur - step * g.sign(), lo), hi)
-            em, sm = self._key(cur, y, shape)
+    def _relaxed_pgd(self, box: _Box, best: Tensor, bem: Tensor,
+                     bsm: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Phase 1 from ``box.x``: annealed sign steps on the relaxed margin; updates the
+        best points ``[B, d]`` and their key ``(bem, bsm)`` ``[B]`` each, in place."""
+        cur = box.x.clone()
+        t0, t1 = self.options.taus
+        for i in range(self.options.pgd_steps):
+            frac = i / max(self.options.pgd_steps - 1, 1)
+            g = self._relaxed_grad(cur, box.y, box.shape, t0 * (t1 / t0) ** frac)
+            step = 0.1 * box.eps * (1 - 0.9 * frac)
+            cur = torch.minimum(torch.maximum(cur - step * g.sign(), box.lo), box.hi)
+            em, sm = self._key(cur, box.y, box.shape)
             upd = _lex_better(em, sm, bem, bsm)
             best[upd], bem[upd], bsm[upd] = cur[upd], em[upd], sm[upd]
         return best, bem, bsm
@@ -162,65 +209,49 @@ class SpikeSearch(Attack):
                 -1, x.shape[0], x.shape[1]).permute(1, 2, 0)  # [B, d, T]
             inside = (r > lo[..., None]) & (r < hi[..., None])
             return torch.cat([lo[..., None], hi[..., None], torch.where(inside, r, lo[..., None])], 2)
-        lv = torch.linspace(0, 1, self.levels, device=x.device, dtype=x.dtype)
+        lv = torch.linspace(0, 1, self.options.levels, device=x.device, dtype=x.dtype)
         return lo[..., None] + lv * (hi - lo)[..., None]
 
-    def _candidates(self, cur, y, lo, hi, vals, eps, shape, pick) -> Tensor:
-        """``[b, n, d]`` neighbours of ``cur`` ``[b, d]``: coordinate moves on ``pick``, line moves."""
+    def _candidates(self, box: _Box, cur: Tensor, vals: Tensor, pick: Tensor) -> Tensor:
+        """``[b, n, d]`` neighbours of ``cur`` ``[b, d]`` (in ``box``): coordinate moves on
+        ``pick`` to the values ``vals`` ``[b, d, L]``, line moves."""
         b, d = cur.shape
         L = vals.shape[2]
         n = len(pick) * L
         c = cur.unsqueeze(1).repeat(1, n, 1)
         cols = pick.repeat_interleave(L)
         c[:, torch.arange(n, device=cur.device), cols] = vals[:, pick].reshape(b, n)
-        if self.line:
-            steps = torch.linspace(0, 2 * eps, self.line + 1, device=cur.device, dtype=cur.dtype)[1:]
+        if self.options.line:
+            steps = torch.linspace(0, 2 * box.eps, self.options.line + 1, device=cur.device,
+                                   dtype=cur.dtype)[1:]
             lines = []
-            for tau in self.line_taus:
-                g = self._relaxed_grad(cur, y, shape, tau)
+            for tau in self.options.line_taus:
+                g = self._relaxed_grad(cur, box.y, box.shape, tau)
                 g = g / g.abs().amax(1, keepdim=True).clamp_min(1e-12)
                 for direction in (g, g.sign()):
                     lines.append(cur[:, None] - steps[None, :, None] * direction[:, None])
             lc = torch.cat(lines, 1)
-            lc = torch.minimum(torch.maximum(lc, lo[:, None]), hi[:, None])
+            lc = torch.minimum(torch.maximum(lc, box.lo[:, None]), box.hi[:, None])
             c = torch.cat([c, lc], 1)
         return c
 
-    def _local_search(self, x, y, lo, hi, eps, shape, start, gen, tgt=None, tau=None):
-        vals = self._values(x, lo, hi, shape)
+    def _local_search(self, box: _Box, start: Tensor, gen: torch.Generator,
+                      tgt: Tensor | None = None, tau: float | None = None,
+                      ) -> tuple[Tensor, Tensor, Tensor]:
+        """Phase 2 from ``start`` ``[B, d]``: accept each round's best move per sample while
+        it lowers the key (against ``tgt`` ``[B]``, relaxed at ``tau``); the final points
+        and their untargeted key."""
+        vals = self._values(box.x, box.lo, box.hi, box.shape)
         cur = start.clone()
-        em, sm = self._key(cur, y, shape, tgt, tau)
+        em, sm = self._key(cur, box.y, box.shape, tgt, tau)
         stale = torch.zeros_like(em, dtype=torch.long)  # rounds since the exact margin dropped
-        for _ in range(self.iters):
-            alive = ((em > 0) & (stale < self.patience)).nonzero().squeeze(1)
+        for _ in range(self.options.iters):
+            alive = ((em > 0) & (stale < self.options.patience)).nonzero().squeeze(1)
             if not len(alive):
                 break
             d = cur.shape[1]
-            pick = torch.randperm(d, generator=gen)[: min(d, self.coords)].to(cur.device)
-            n = len(pick) * vals.shape[2] + 2 * len(self.line_taus) * self.line
-            per = max(1, self.max_candidates // n)  # samples per chunk: bounds the [b, n, d] block
-            moves, nem, nsm = [], [], []
-            for i in range(0, len(alive), per):
-                a = alive[i:i + per]
-                c = self._candidates(cur[a], y[a], lo[a], hi[a], vals[a], eps, shape, pick)
-                b, n, _ = c.shape
-                c, ya = c.reshape(b * n, d), y[a].repeat_interleave(n)
-                ta = None if tgt is None else tgt[a].repeat_interleave(n)
-                cem = self._margins(c, ya, shape, ta).view(b, n)
-                # the relaxed margin only decides among each sample's lowest exact margins
-                lowest = (cem == cem.amin(1, keepdim=True)).view(-1).nonzero().squeeze(1)
-                csm = torch.full((b * n,), math.inf, device=c.device, dtype=cem.dtype)
-                csm[lowest] = self._margins(c[lowest], ya[lowest], shape,
-                                            None if ta is None else ta[lowest],
-                                            Relaxed(tau or self.key_tau))
-                csm = csm.view(b, n)
-                c = c.view(b, n, d)
-                k = csm.argmin(1)
-                rows = torch.arange(b, device=x.device)
-                moves.append(c[rows, k])
-                nem.append(cem[rows, k])
-                nsm.append(csm[rows, k])
-            moves, nem, nsm = torch.cat(moves), torch.cat(nem), torch.cat(nsm)
+            pick = torch.randperm(d, generator=gen)[: min(d, self.options.coords)].to(cur.device)
+            moves, nem, nsm = self._best_moves(box, cur, vals, pick, alive, tgt, tau)
             better = _lex_better(nem, nsm, em[alive], sm[alive])
             if not bool(better.any()):
                 break
@@ -231,15 +262,45 @@ class SpikeSearch(Attack):
             cur[idx] = moves[better]
             em[idx], sm[idx] = nem[better], nsm[better]
         if tgt is not None:  # judged untargeted from here on
-            em, sm = self._key(cur, y, shape)
+            em, sm = self._key(cur, box.y, box.shape)
         return cur, em, sm
+
+    def _best_moves(self, box: _Box, cur: Tensor, vals: Tensor, pick: Tensor, alive: Tensor,
+                    tgt: Tensor | None, tau: float | None) -> tuple[Tensor, Tensor, Tensor]:
+        """The lowest-key candidate of each ``alive`` sample (int ``[a]``) and its key:
+        points ``[a, d]``, exact and relaxed margins ``[a]``; in chunks of samples whose
+        candidates fit ``max_candidates``."""
+        n = len(pick) * vals.shape[2] + 2 * len(self.options.line_taus) * self.options.line
+        per = max(1, self.options.max_candidates // n)  # samples per chunk: bounds [b, n, d]
+        relaxed = Relaxed(tau or self.options.key_tau)
+        moves, nem, nsm = [], [], []
+        for i in range(0, len(alive), per):
+            a = alive[i:i + per]
+            c = self._candidates(box[a], cur[a], vals[a], pick)
+            b, n, d = c.shape
+            c, ya = c.reshape(b * n, d), box.y[a].repeat_interleave(n)
+            ta = None if tgt is None else tgt[a].repeat_interleave(n)
+            cem = self._margins(c, ya, box.shape, ta).view(b, n)
+            # the relaxed margin only decides among each sample's lowest exact margins
+            lowest = (cem == cem.amin(1, keepdim=True)).view(-1).nonzero().squeeze(1)
+            csm = torch.full((b * n,), math.inf, device=c.device, dtype=cem.dtype)
+            csm[lowest] = self._margins(c[lowest], ya[lowest], box.shape,
+                                        None if ta is None else ta[lowest], relaxed)
+            csm = csm.view(b, n)
+            k = csm.argmin(1)
+            rows = torch.arange(b, device=c.device)
+            moves.append(c.view(b, n, d)[rows, k])
+            nem.append(cem[rows, k])
+            nsm.append(csm[rows, k])
+        return torch.cat(moves), torch.cat(nem), torch.cat(nsm)
 
     # ------------------------------------------------------------------ attack
     def perturb(self, model, x: Tensor, y: Tensor, eps: float) -> Tensor:
-        if self.prove is None:
+        if self.options.prove is None:
             return self._search(x, y, eps)
         with torch.no_grad():  # certified: nothing in the ball breaks them, so skip them
-            proved = self.clf.bnet.certified(x, y, eps, self.prove, noise=self.clf.eval_noise(x))
+            proved = self.clf.bnet.certified(x, y, eps, self.options.prove,
+                                           noise=self.clf.eval_noise(x))
         out = x.clone()
         todo = (~proved).nonzero().squeeze(1).to(x.device)
         if len(todo):
@@ -248,18 +309,17 @@ class SpikeSearch(Attack):
 
     def _search(self, x: Tensor, y: Tensor, eps: float) -> Tensor:
         """The two phases on ``x`` ``[B, ...]`` (module doc); the best point per sample."""
-        shape = tuple(x.shape[1:])
         xf = x.reshape(x.shape[0], -1)
-        lo, hi = (xf - eps).clamp(0, 1), (xf + eps).clamp(0, 1)
+        box = _Box(xf, y, (xf - eps).clamp(0, 1), (xf + eps).clamp(0, 1), eps, tuple(x.shape[1:]))
         gen = torch.Generator().manual_seed(self.seed)
         best = xf.clone()
-        bem, bsm = self._key(best, y, shape)
-        if self.pgd_steps:
-            best, bem, bsm = self._relaxed_pgd(xf, y, lo, hi, eps, shape, best, bem, bsm)
+        bem, bsm = self._key(best, y, box.shape)
+        if self.options.pgd_steps:
+            best, bem, bsm = self._relaxed_pgd(box, best, bem, bsm)
         with torch.no_grad():  # competitors, most threatening first (relaxed clean scores)
-            rank = self._scores(xf, shape, Relaxed(self.key_tau)).scatter(
+            rank = self._scores(xf, box.shape, Relaxed(self.options.key_tau)).scatter(
                 1, y[:, None], float("-inf")).argsort(1, descending=True)
-        for r in range(self.restarts):
+        for r in range(self.options.restarts):
             alive = (bem > 0).nonzero().squeeze(1)
             if not len(alive):
                 break
@@ -268,12 +328,11 @@ class SpikeSearch(Attack):
                 start = best[alive]
             else:
                 corner = torch.randint(0, 2, (len(alive), xf.shape[1]), generator=gen).to(xf)
-                start = lo[alive] + corner * (hi[alive] - lo[alive])
+                start = box.lo[alive] + corner * (box.hi[alive] - box.lo[alive])
                 if r % 2 == 0:  # even restarts aim at one competitor: ties are pairwise
                     tgt = rank[alive, (r // 2 - 1) % min(3, rank.shape[1] - 1)]
-                tau = self.key_tau * (1.0, 3.0, 1 / 3)[r % 3]
-            cur, em, sm = self._local_search(xf[alive], y[alive], lo[alive], hi[alive], eps,
-                                             shape, start, gen, tgt, tau)
+                tau = self.options.key_tau * (1.0, 3.0, 1 / 3)[r % 3]
+            cur, em, sm = self._local_search(box[alive], start, gen, tgt, tau)
             upd = _lex_better(em, sm, bem[alive], bsm[alive])
             idx = alive[upd]
             best[idx], bem[idx], bsm[idx] = cur[upd], em[upd], sm[upd]

@@ -31,7 +31,6 @@ name            what                                                   gradient
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import inspect
 import math
@@ -44,6 +43,7 @@ from torch import Tensor, nn
 
 from snncertify import BoundedSNN
 from snncertify.gradmode import OwnSurrogate
+from snncertify.specs import parse_spec
 
 from .classifier import AttackableSNN, strict_correct
 
@@ -552,24 +552,6 @@ def register_attack(name: str, factory: Callable[..., Attack], replace: bool = F
     ATTACKS[key] = factory
 
 
-def _parse_params(name: str, spec: str) -> tuple[str, dict]:
-    """``"square(n_queries=1000)"`` -> ``("square", {"n_queries": 1000})`` (literal values only)."""
-    name = name.strip()
-    if "(" not in name:
-        return name, {}
-    head, _, args = name.partition("(")
-    try:
-        if not args.endswith(")"):
-            raise SyntaxError("no closing parenthesis")
-        call = ast.parse(f"f({args}", mode="eval").body
-        if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
-            raise SyntaxError("only key=value parameters")
-        return head, {k.arg: ast.literal_eval(k.value) for k in call.keywords}
-    except (SyntaxError, ValueError) as err:
-        raise ValueError(f"attack spec {spec!r}: parameters must read name(key=value, ...) with "
-                         f"literal values ({err})") from None
-
-
 def make_attack(spec: str | Attack, **kwargs) -> Attack:
     """An attack from a name (``"pgd"``), a name with parameters
     (``"square(n_queries=1000)"``), a name with a gradient mode (``"pgd@rate"``,
@@ -581,15 +563,14 @@ def make_attack(spec: str | Attack, **kwargs) -> Attack:
         return spec
     if not isinstance(spec, str):
         raise TypeError(f"an attack is a name or an Attack, got {type(spec).__name__}")
-    name, _, grad = spec.partition("@")
-    name, params = _parse_params(name, spec)
-    key = name.strip().lower()
+    parsed = parse_spec(spec, "attack spec")
+    key = parsed.name.lower()
     if key not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; known: {sorted(ATTACKS)}")
-    for k, v in params.items():
+        raise ValueError(f"unknown attack {parsed.name!r} in {spec!r}; known: {sorted(ATTACKS)}")
+    for k, v in parsed.params.items():
         kwargs.setdefault(k, v)
-    if grad:
-        kwargs.setdefault("grad", grad.strip())
+    if parsed.grad:
+        kwargs.setdefault("grad", parsed.grad)
     if key == "transfer" and "source" not in kwargs:
         raise ValueError("the transfer attack needs a source model: pass "
                          "attacks.Transfer(source_model) (or make_attack('transfer', source=...))")

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         x, y = subsets[cfg["dataset"]]
         eps = a.eps or [cfg["defense_params"].get("eps", 0.1)]
         start = time.perf_counter()
-        res = attacks.evaluate(bnet, (x, y), eps, suite, certify=a.methods, seed=a.seed,
+        res = attacks.evaluate(bnet, (x, y), eps, suite, bounds=a.methods, seed=a.seed,
                                batch_size=250, progress=True)
         secs = epoch_seconds(cfg)
         for r in res:

@@ -156,7 +156,7 @@ COLUMNS = ["net", "method", "batch", "budget", "grad", "status", "seconds", "pea
 
 def write_outputs(rows: list[dict], out: Path) -> None:
     """``memory.csv``, ``memory.md`` and ``memory.png`` in ``out``."""
-    from snncertify.report import plot_lines, write_csv, write_markdown
+    from snncertify.report import PlotOptions, plot_lines, write_csv, write_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     def cell(c: str, v):
@@ -174,8 +174,8 @@ def write_outputs(rows: list[dict], out: Path) -> None:
           for r in rows if r.get("status") == "ok"]
     if ok:
         plot_lines(ok, "batch", "peak (MiB)", "method", out / "memory.png",
-                   title="Peak memory of bnet.bounds (autograd on unless marked)", panel="net",
-                   ylim=None, xlabel="batch size")
+                   PlotOptions(title="Peak memory of bnet.bounds (autograd on unless marked)",
+                               panel="net", ylim=None, xlabel="batch size"))
     print(f"wrote {out}/memory.csv, memory.md and memory.png")
 
 

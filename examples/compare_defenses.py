@@ -32,6 +32,7 @@ import torch
 import attacks
 import zoo
 from snncertify.report import (
+    PlotOptions,
     percent,
     pivot,
     plot_bars,
@@ -43,6 +44,7 @@ from snncertify.report import (
 from snncertify.training.datasets import test_subset
 
 LINEAR = ("crown-ibp", "crown", "alpha-crown")
+EPS_AXIS = "eps (L-inf, input in [0, 1])"
 #: the full default suite (SpikeSearch included): the cards' protocol
 DEFAULT_ATTACKS = list(attacks.DEFAULT_ATTACKS)
 
@@ -58,15 +60,21 @@ def entries(dataset: str, arch: str | None, encoding: str) -> list[str]:
     return names
 
 
+def eval_config(args: argparse.Namespace) -> attacks.EvalConfig:
+    """The ``attacks.evaluate`` settings of the command line (``--eps``, ``--attacks``,
+    ``--methods`` as bounds, ``--seed``, ``--batch-size``, ``--device``, ``--quiet``)."""
+    return attacks.EvalConfig(eps=args.eps, attacks=args.attacks, bounds=args.methods,
+                              seed=args.seed, batch_size=args.batch_size, device=args.device,
+                              progress=not args.quiet)
+
+
 def evaluate_entry(name: str, x: torch.Tensor, y: torch.Tensor, args) -> tuple[list[dict], list[str]]:
     """Long rows (``column``, ``kind``, ``correct``, ``accuracy``: fraction) of one entry, with the
     best-linear verified column added, and the suite's warnings."""
     bnet = zoo.load_bounded(name, map_location=args.device)
     with warnings.catch_warnings():  # the findings are in res.warnings; the caller prints them
         warnings.simplefilter("ignore", attacks.SanityWarning)
-        res = attacks.evaluate(bnet, (x, y), args.eps, args.attacks, certify=args.methods,
-                               seed=args.seed, batch_size=args.batch_size, device=args.device,
-                               progress=not args.quiet)
+        res = attacks.evaluate(bnet, (x, y), config=eval_config(args))
     rows = [dict(r) for r in res]
     linear = [m for m in args.methods if m in LINEAR]
     for e in args.eps:
@@ -145,7 +153,8 @@ def column_name(r: dict) -> str:
     return r["attack"]
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line (module doc); ``--methods`` always includes ``ibp``."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="digits", help="digits (default, embedded) or mnist")
     p.add_argument("--arch", help="zoo architecture (default: every one of the data set)")
@@ -174,35 +183,55 @@ def main(argv: list[str] | None = None) -> list[dict]:
                    help="no measuring: the rows of the entries' zoo cards (their protocol, subset "
                         "and suite) at --eps")
     args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
     if "ibp" not in args.methods:
         args.methods = ["ibp", *args.methods]
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
     n = args.n if args.n is not None else (None if args.dataset == "digits" else 1000)
     out = Path(args.out or f"runs/compare_defenses/{args.dataset}")
     names = entries(args.dataset, args.arch, args.encoding)
     start = time.perf_counter()
     if args.from_cards:
-        if args.n is not None:
-            raise SystemExit("--from-cards uses each card's own subset: drop --n")
-        cards = {name: card_entry(name, args.eps) for name in names}
-        sizes = {c[2] for c in cards.values()}
-        if len(sizes) != 1:
-            raise SystemExit(f"--from-cards: the cards were measured on different n: {sizes}")
-        n = sizes.pop()
-        protocols = {json.dumps(zoo.card(nm)["protocol"]["attacks"]) for nm in names}
-        args.attacks = json.loads(protocols.pop()) if len(protocols) == 1 else ["(per card)"]
-        args.methods = sorted({attacks.certified_method(r["column"]) for nm in names
-                               for r in zoo.card(nm)["results"] if r["kind"] == "certified"})
-        results = ((nm, (rows, found), 0.0) for nm, (rows, found, _) in cards.items())
+        results, n = from_cards(names, args)
     else:
         x, y = test_subset(args.dataset, args.data_root, n, args.seed)
         n = len(y)
         results = run_entries(names, x, y, args)
 
-    rows, problems = [], []
     print(f"comparing {len(names)} entries on {n} test images at eps {args.eps}"
           + (" (from their cards)" if args.from_cards else "")
           + (f" in {args.jobs} processes" if args.jobs > 1 else ""), flush=True)
+    rows = collect_rows(results, args, n, start)
+    write_outputs(rows, names, args, n, out)
+    print(f"wrote {out}/compare_defenses.csv, .md, accuracy_vs_eps.png, certified_vs_empirical.png "
+          f"in {time.perf_counter() - start:.0f} s")
+    return rows
+
+
+def from_cards(names: list[str], args: argparse.Namespace) -> tuple:
+    """``--from-cards``: the entries' results as :func:`run_entries` yields them, and their
+    n; sets ``args.attacks`` / ``args.methods`` to the cards' protocol."""
+    if args.n is not None:
+        raise SystemExit("--from-cards uses each card's own subset: drop --n")
+    cards = {name: card_entry(name, args.eps) for name in names}
+    sizes = {c[2] for c in cards.values()}
+    if len(sizes) != 1:
+        raise SystemExit(f"--from-cards: the cards were measured on different n: {sizes}")
+    protocols = {json.dumps(zoo.card(nm)["protocol"]["attacks"]) for nm in names}
+    args.attacks = json.loads(protocols.pop()) if len(protocols) == 1 else ["(per card)"]
+    args.methods = sorted({attacks.certified_method(r["column"]) for nm in names
+                           for r in zoo.card(nm)["results"] if r["kind"] == "certified"})
+    return ((nm, (rows, found), 0.0) for nm, (rows, found, _) in cards.items()), sizes.pop()
+
+
+def collect_rows(results, args: argparse.Namespace, n: int, start: float) -> list[dict]:
+    """The long rows of every entry (``accuracy_pct`` in % of ``n``), warnings printed;
+    :class:`attacks.ConsistencyError` if an entry breaks verified <= worst case <= clean."""
+    rows, problems = [], []
     for name, (res, found), seconds in results:
         card = zoo.card(name)
         for msg in found:
@@ -220,7 +249,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
               flush=True)
     if problems:
         raise attacks.ConsistencyError("the comparison is inconsistent:\n  " + "\n  ".join(problems))
+    return rows
 
+
+def write_outputs(rows: list[dict], names: list[str], args: argparse.Namespace, n: int,
+                  out: Path) -> None:
+    """The pivoted table (CSV, Markdown, printed) and the two figures."""
     protocol = (f"{args.dataset}, n = {n} test images, L-inf eps in input units, "
                 f"attacks: {', '.join(args.attacks)}; bounds: {', '.join(args.methods)}")
     table = [{k: f"{v:g}" if k == "eps" else f"{v:.1f}" if isinstance(v, float) else v
@@ -237,19 +271,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
         _plot_bars(rows, args, arch, n, out)
     else:
         _plot_curves(rows, args, arch, n, out)
-    print(f"wrote {out}/compare_defenses.csv, .md, accuracy_vs_eps.png, certified_vs_empirical.png "
-          f"in {time.perf_counter() - start:.0f} s")
-    return rows
 
 
 def _plot_curves(rows: list[dict], args, arch: str, n: int, out: Path) -> None:
     """Several eps: accuracy vs eps, one panel per defense, and worst case vs verified."""
     plot_lines([r for r in rows if r["column"] != TIES_COLUMN], "eps", "accuracy_pct", "column",
                out / "accuracy_vs_eps.png",
-               panel="defense", ylabel="accuracy (%)", xlabel="eps (L-inf, input in [0, 1])",
-               ylim=(-2, 102), dodge=0.012,
-               title=f"{args.dataset} zoo entries ({arch}, {args.encoding} input): accuracy vs eps "
-                     f"per defense, n = {n} test images; worst case = every attack; verified = proved")
+               PlotOptions(panel="defense", ylabel="accuracy (%)", xlabel=EPS_AXIS,
+                           ylim=(-2, 102), dodge=0.012,
+                           title=f"{args.dataset} zoo entries ({arch}, {args.encoding} input): "
+                                 f"accuracy vs eps per defense, n = {n} test images; worst case "
+                                 "= every attack; verified = proved"))
     colours = {d: f"C{i % 10}" for i, d in enumerate(dict.fromkeys(r["defense"] for r in rows))}
     summary = [{**r, "curve": f"{r['defense']}: {r['column']}"} for r in rows
                if r["column"] in ("worst-case attack", "verified (best linear)")
@@ -262,10 +294,11 @@ def _plot_curves(rows: list[dict], args, arch: str, n: int, out: Path) -> None:
                 "linewidth": 1.6}
 
     plot_lines(summary, "eps", "accuracy_pct", "curve", out / "certified_vs_empirical.png",
-               ylabel="accuracy (%)", xlabel="eps (L-inf, input in [0, 1])", ylim=(-2, 102),
-               dodge=0.008, style=style,
-               title=f"{args.dataset} ({arch}): empirical (worst-case attack, solid) vs certified "
-                     f"(verified, dashed) robust accuracy per defense, n = {n}")
+               PlotOptions(ylabel="accuracy (%)", xlabel=EPS_AXIS, ylim=(-2, 102), dodge=0.008,
+                           style=style,
+                           title=f"{args.dataset} ({arch}): empirical (worst-case attack, solid) "
+                                 f"vs certified (verified, dashed) robust accuracy per defense, "
+                                 f"n = {n}"))
 
 
 def _plot_bars(rows: list[dict], args, arch: str, n: int, out: Path) -> None:

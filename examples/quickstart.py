@@ -24,6 +24,7 @@ from torch import nn
 import attacks
 import snncertify
 from snncertify.report import (
+    PlotOptions,
     fmt_percent,
     percent,
     pivot,
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", attacks.SanityWarning)
             res = attacks.evaluate(bnet, (xte, yte), eps=args.eps, attacks=suite,
-                                   certify=args.methods, seed=args.seed)
+                                   bounds=args.methods, seed=args.seed)
         for r in res:
             rows.append({"model": name, "eps": r["eps"], "column": r["attack"],
                          "accuracy_pct": percent(r["accuracy"])})
@@ -100,9 +101,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     write_csv(rows, out / "quickstart.csv")
     write_markdown(table, out / "quickstart.md",
                    title=f"Digits: clean vs certified training, accuracy (%); {QUICK_SUITE}")
-    plot_lines([r for r in rows if r["column"] != TIES_COLUMN], "eps", "accuracy_pct", "column", out / "quickstart.png", panel="model",
-               ylabel="accuracy (%)",
-               title=f"digits, FC 64-128-10, T={args.steps}: clean vs certified training")
+    plot_lines([r for r in rows if r["column"] != TIES_COLUMN], "eps", "accuracy_pct", "column",
+               out / "quickstart.png",
+               PlotOptions(panel="model", ylabel="accuracy (%)",
+                           title=f"digits, FC 64-128-10, T={args.steps}: clean vs certified "
+                                 "training"))
     print(f"wrote {out}/quickstart.csv, quickstart.md and quickstart.png")
     return rows
 

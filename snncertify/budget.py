@@ -17,19 +17,16 @@ method, the size and what to use instead.
 
 from __future__ import annotations
 
-import math
 import os
-import re
 from dataclasses import dataclass
 
 import torch
 
+from .specs import parse_size
+
 #: fraction of the available memory a call may use by default
 CPU_FRACTION = 0.5
 CUDA_FRACTION = 0.8
-
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
-          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
 class MemoryBudgetError(MemoryError):
@@ -66,17 +63,7 @@ def parse_budget(value: int | float | str | None, device: torch.device | str = "
     ``"512 MiB"``, or None for :func:`default_budget`."""
     if value is None:
         return default_budget(device)
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
-        if m is None or m.group(2).lower() not in _UNITS:
-            raise ValueError(
-                f"memory_budget {value!r} is not a size such as '4GB', '512MiB' or 1e9 (bytes)")
-        value = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise ValueError(f"memory_budget must be a number of bytes or a size string, got {value!r}")
-    if value <= 0:
-        raise ValueError(f"memory_budget must be > 0 bytes, got {value}")
-    return int(value)
+    return parse_size(value, "memory_budget")
 
 
 def fmt_bytes(n: float) -> str:

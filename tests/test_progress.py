@@ -77,7 +77,7 @@ def test_evaluate_in_a_log_file_writes_a_few_lines(monkeypatch):
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
     attacks.evaluate(bnet, (x, y), eps=[0.05, 0.1], attacks=["fgsm", attacks.PGD(steps=5)],
-                     certify=["ibp", "crown"], batch_size=8, seed=0)
+                     bounds=["ibp", "crown"], batch_size=8, seed=0)
     lines = [ln for ln in err.getvalue().splitlines() if ln.startswith(("evaluate", "  ", "crown"))]
     assert len(lines) == 1 and lines[0].startswith("evaluate: done, 24/24 column in"), lines
 

@@ -12,7 +12,7 @@ from tables import assert_percent_table
 
 import snncertify
 from snncertify.io import atomic_path, write_text
-from snncertify.report import pivot, plot_lines, to_markdown, write_csv, write_markdown
+from snncertify.report import PlotOptions, pivot, plot_lines, to_markdown, write_csv, write_markdown
 from snncertify.training import evaluate_accuracy, load_digits_split, train_certified, train_clean
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -55,7 +55,8 @@ def test_report_writers(tmp_path):
     assert [float(r["accuracy"]) for r in back] == [r["accuracy"] for r in rows]
     write_markdown(wide, tmp_path / "t.md", title="T")
     assert (tmp_path / "t.md").read_text().startswith("# T\n")
-    png = plot_lines(rows, "eps", "accuracy", "column", tmp_path / "t.png", panel="model")
+    png = plot_lines(rows, "eps", "accuracy", "column", tmp_path / "t.png",
+                     PlotOptions(panel="model"))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -6,7 +6,7 @@ replays it):
 * ``clean_accuracy``: the full test set, the card's ``certify`` wrapping (rate
   input: the default noise draw, one pattern per seed shared by all samples),
   a tie counts as an error;
-* ``results``: ``attacks.evaluate`` on the seeded test subset
+* ``results``: ``attacks.evaluate`` (settings: :func:`eval_config`) on the seeded test subset
   (``protocol["n"]`` images, ``None``: all; ``protocol["subset_seed"]``) at
   every eps of ``protocol["eps"]``: one row per eps and column (clean, each
   attack, ``robust`` = the worst case over the suite, ``certified (<method>)``
@@ -33,7 +33,7 @@ from snncertify.io import atomic_path, write_text
 from snncertify.report import fmt_percent, percent
 from snncertify.training.checkpoint import load_checkpoint, versions
 from snncertify.training.config import card_training
-from snncertify.training.datasets import make_loader, test_subset
+from snncertify.training.datasets import DATASETS, make_loader, test_subset
 from snncertify.training.loop import evaluate
 
 from . import hub, registry
@@ -85,6 +85,15 @@ def default_protocol(dataset: str, eps: float) -> dict[str, Any]:
             "subset_seed": 0, "seed": 0, "batch_size": 250, "threads": 1}
 
 
+def eval_config(protocol: dict[str, Any], **settings: Any) -> attacks.EvalConfig:
+    """The ``attacks.evaluate`` settings of a card protocol (its ``eps``, ``attacks``,
+    ``methods`` as ``bounds``, ``seed``, ``batch_size``) plus ``settings`` (other
+    :class:`attacks.EvalConfig` fields: ``device``, ``progress``, ...)."""
+    return attacks.EvalConfig(eps=protocol["eps"], attacks=protocol["attacks"],
+                              bounds=protocol["methods"], seed=protocol["seed"],
+                              batch_size=protocol["batch_size"], **settings)
+
+
 def measure(bnet: BoundedSNN, dataset: str, data_root: str | None, protocol: dict[str, Any],
             device: str | torch.device = "cpu", n: int | None = None,
             progress: bool = True) -> dict[str, Any]:
@@ -100,10 +109,8 @@ def measure(bnet: BoundedSNN, dataset: str, data_root: str | None, protocol: dic
         loader = make_loader(dataset, data_root, False, 500, num_steps=bnet.num_steps)
         clean = evaluate(bnet, loader, device)
         x, y = test_subset(dataset, data_root, n or protocol["n"], protocol["subset_seed"])
-        res = attacks.evaluate(bnet, (x, y), protocol["eps"], protocol["attacks"],
-                               certify=protocol["methods"], seed=protocol["seed"],
-                               batch_size=protocol["batch_size"], device=device,
-                               progress=progress)
+        res = attacks.evaluate(bnet, (x, y),
+                               config=eval_config(protocol, device=device, progress=progress))
     finally:
         torch.set_num_threads(threads)
     rows = [{k: r["attack" if k == "column" else k] for k in ROW_KEYS}
@@ -133,11 +140,13 @@ def differences(card: dict[str, Any], measured: dict[str, Any], tol: float = 1e-
 
 
 def entry_name(cfg: dict[str, Any]) -> str:
-    """``<dataset>-<arch>[-rate]-<defense>`` of a training run's config."""
+    """``<dataset>-<arch>[-<encoding>]-<defense>`` of a training run's config (the
+    encoding is named when it is not the data set's own, e.g. ``mnist-fc-rate-ibp``)."""
     arch = cfg["arch"]
     prefix = arch if arch.startswith(cfg["dataset"] + "-") else f"{cfg['dataset']}-{arch}"
-    rate = "-rate" if cfg["certify"]["encoding"] == "rate" else ""
-    return f"{prefix}{rate}-{defense_label(cfg)}"
+    used = cfg["certify"]["encoding"]  # a name tag only: nothing here depends on the encoding
+    tag = "" if used == DATASETS[cfg["dataset"]].encoding else f"-{used}"
+    return f"{prefix}{tag}-{defense_label(cfg)}"
 
 
 def defense_label(cfg: dict[str, Any]) -> str:
@@ -240,9 +249,9 @@ def refresh_bounds(name: str, data_root: str | None, device: str = "cpu",
     threads = torch.get_num_threads()
     torch.set_num_threads(proto.get("threads", threads))
     try:
-        res = attacks.evaluate(bnet, (x, y), proto["eps"], [], certify=proto["methods"],
-                               seed=proto["seed"], batch_size=proto["batch_size"],
-                               device=device, progress=progress, run_sanity_checks=False)
+        res = attacks.evaluate(bnet, (x, y), attacks=[],
+                               config=eval_config(proto, device=device, progress=progress,
+                                                  run_sanity_checks=False))
     finally:
         torch.set_num_threads(threads)
     new = {(float(r["eps"]), r["attack"]): {k: r["attack" if k == "column" else k]

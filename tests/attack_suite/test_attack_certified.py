@@ -48,7 +48,7 @@ def test_evaluate_reports_certified_column_consistent(rate_model):
     x, y = rate_model.x[:64], rate_model.y[:64]
     res = attacks.evaluate(rate_model.bnet, (x, y), eps=[0.005, 0.05],
                            attacks=[attacks.PGD(steps=20), attacks.Square(n_queries=100)],
-                           certify="ibp", progress=False)
+                           bounds="ibp", progress=False)
     for e, masks in res.masks.items():
         cert, robust = masks["certified (ibp)"], masks["robust"]
         assert not bool((cert & ~robust).any()), e

@@ -129,7 +129,7 @@ def test_report_tables_are_in_percent(direct_model):
     from tables import assert_percent_table
 
     res = attacks.evaluate(direct_model.bnet, (direct_model.x[:24], direct_model.y[:24]),
-                           eps=[0.02, 0.05], attacks=["fgsm"], certify=["ibp"], progress=False)
+                           eps=[0.02, 0.05], attacks=["fgsm"], bounds=["ibp"], progress=False)
     assert all(0 <= r["accuracy"] <= 1 for r in res)  # the API: fractions
     assert_percent_table(res.to_markdown(), skip=("eps",))
 
