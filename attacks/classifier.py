@@ -59,7 +59,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import re
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -72,6 +71,7 @@ from snncertify import BoundedSNN
 from snncertify.correctness import margin, strict_correct  # noqa: F401  (re-exported)
 from snncertify.encoding import Direct
 from snncertify.gradmode import GradMode, OwnSurrogate, RateLaw, Surrogate
+from snncertify.specs import parse_call
 
 __all__ = [
     "GRAD_MODES",
@@ -124,27 +124,19 @@ SURROGATES: dict[str, Callable[..., Callable[[Tensor], Tensor]]] = {
     "straight_through": sg.straight_through_estimator,
 }
 
-_SPEC = re.compile(r"^\s*([A-Za-z_]+)\s*(?:\((.*)\))?\s*$")
 
 
 def make_surrogate(spec: str) -> Callable[[Tensor], Tensor]:
-    """``"fast_sigmoid"`` or ``"fast_sigmoid(slope=10)"`` -> spike function."""
-    m = _SPEC.match(spec)
-    if not m or m.group(1) not in SURROGATES:
+    """``"fast_sigmoid"`` or ``"fast_sigmoid(slope=10)"`` -> spike function
+    (parsed by :func:`snncertify.specs.parse_call`; values are floats)."""
+    name, params = parse_call(spec, "surrogate")
+    if name not in SURROGATES:
         raise ValueError(f"unknown surrogate {spec!r}; known: {sorted(SURROGATES)}")
-    kwargs = {}
-    if m.group(2):
-        for item in m.group(2).split(","):
-            if not item.strip():
-                continue
-            key, _, val = item.partition("=")
-            try:
-                kwargs[key.strip()] = float(val)
-            except ValueError:
-                raise ValueError(f"bad surrogate argument {item!r} in {spec!r}") from None
-    return SURROGATES[m.group(1)](**kwargs)
-
-
+    try:
+        kwargs = {k: float(v) for k, v in params.items()}
+    except (TypeError, ValueError):
+        raise ValueError(f"bad surrogate argument in {spec!r}: values must be numbers") from None
+    return SURROGATES[name](**kwargs)
 
 
 # ------------------------------------------------------------------ classifier
