@@ -64,7 +64,7 @@ def alpha_cost(sizes: Sizes, rows: int) -> CostModel:
     crown = linear_cost(sizes, rows)
     step = sizes.steps * sizes.itemsize
     per_row = (ROW_TENSORS * sizes.widest + ROW_KEPT * sizes.total
-               + SLOPE_TENSORS * sizes.leaky) * step
+               + SLOPE_TENSORS * sizes.neurons) * step
     return CostModel(crown.per_sample, max(per_row, crown.per_row), 0.0)
 
 

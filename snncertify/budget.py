@@ -158,7 +158,7 @@ def row_chunk(per_row: float, batch: int, rows: int, budget: int) -> int:
 @dataclass(frozen=True)
 class Sizes:
     """Per-sample sizes of a network, in elements per time step: ``steps`` T, ``widest``
-    (largest op input or output), ``total`` (sum of op outputs) and ``leaky`` (sum of
+    (largest op input or output), ``total`` (sum of op outputs) and ``neurons`` (sum of
     neuron layers); ``itemsize`` bytes per element. A direct-encoded input is static
     before the current of the first neuron layer (computed and back-substituted
     once, not per step): those sizes count ``1/T``."""
@@ -166,7 +166,7 @@ class Sizes:
     steps: int
     widest: float
     total: float
-    leaky: int
+    neurons: int
     itemsize: int
 
 
@@ -177,18 +177,18 @@ def network_sizes(bnet, x: torch.Tensor) -> Sizes:
     z = torch.zeros((1, *sample), dtype=x.dtype, device=x.device)
     share = 1 / steps if bnet.encoding.static else 1.0  # static part: once, not per step
     widest = total = z.numel() * share
-    leaky = 0
+    neurons = 0
     ops = bnet.ops
     with torch.no_grad():
         for i, op in enumerate(ops):
             if op.stateful:
-                leaky += z.numel()
+                neurons += z.numel()
             else:
                 z = op.fixed_forward(z)
             if i + 1 < len(ops) and ops[i + 1].stateful:
                 share = 1.0  # a neuron's input current is per step in every pass
             widest, total = max(widest, z.numel() * share), total + z.numel() * share
-    return Sizes(steps, widest, total, leaky, x.element_size())
+    return Sizes(steps, widest, total, neurons, x.element_size())
 
 
 #: tensors of the interval pass alive at once, per element per step (calibrated)

@@ -67,7 +67,7 @@ def linear_cost(sizes: Sizes, rows: int) -> CostModel:
     ibp = ibp_cost(sizes, rows)
     step = sizes.steps * sizes.itemsize
     return CostModel(
-        per_sample=ibp.per_sample + RELAX_TENSORS * step * sizes.leaky,
+        per_sample=ibp.per_sample + RELAX_TENSORS * step * sizes.neurons,
         per_row=ROW_TENSORS * step * sizes.widest,
         kept_per_sample=ibp.kept_per_sample + rows * ROW_KEPT * step * sizes.total,
     )
