@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import pytest
-import snntorch as snn
 import torch
-from reference import float64
-from torch import nn
 
 from snncertify import MemoryBudgetError, certify
 from snncertify.budget import FIXED_OVERHEAD, CostModel, default_budget, parse_budget, plan_chunks
@@ -15,16 +12,15 @@ from snncertify.methods import method_cost
 METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
 
 
-def small_net() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Flatten(), nn.Linear(16, 12), snn.Leaky(beta=0.8, threshold=0.5, init_hidden=True),
-        nn.Linear(12, 5), snn.Leaky(beta=0.8, threshold=0.5, init_hidden=True, output=True))
+@pytest.fixture
+def small_net(fc_net):
+    """Flatten, 16-12-5, beta 0.8, threshold 0.5, seeded 0: input ``[B, 4, 4]``, 5 classes."""
+    return fc_net(beta=0.8, threshold=0.5)
 
 
 @pytest.mark.parametrize("text, expected", [
     ("4GB", 4 * 10**9), ("512MiB", 512 * 2**20), ("1.5 kb", 1500), (2048, 2048), (1e6, 10**6)])
-def test_parse_budget(text, expected):
+def test_parse_budget_reads_units_and_numbers(text, expected):
     assert parse_budget(text) == expected
 
 
@@ -34,10 +30,10 @@ def test_parse_budget_rejects_bad_sizes(bad):
         parse_budget(bad)
 
 
-def test_default_budget_is_a_fraction_of_available_memory():
+def test_default_budget_is_a_fraction_of_available_memory(small_net):
     assert 0 < default_budget("cpu") < 2**50
     with pytest.raises(ValueError, match="memory_budget"):
-        certify(small_net(), 3, memory_budget="lots")
+        certify(small_net, 3, memory_budget="lots")
 
 
 def test_plan_splits_the_batch_then_the_rows():
@@ -64,11 +60,12 @@ def costs(bnet, x, method: str, rows: int) -> CostModel:
 
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("encoding", ["direct", "rate"])
-def test_chunked_bounds_equal_unchunked_and_stay_sound(method, encoding):
+def test_chunked_bounds_equal_unchunked_and_stay_sound(method, encoding, small_net, float64,
+                                                     unit_inputs):
     # float64: a chunk of 1 or 2 samples rounds differently from the whole batch, which in
     # float32 may move a membrane bound across the threshold on some CPUs
-    bnet = float64(certify(small_net(), 4, encoding=encoding))
-    x = torch.rand(6, 4, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    bnet = float64(certify(small_net, 4, encoding=encoding))
+    x = unit_inputs(6, 4, 4, seed=1, dtype=torch.float64)
     y = torch.arange(6) % 5
     eps = torch.linspace(0.01, 0.2, 6, dtype=torch.float64)  # per-sample radii follow samples
     C = bnet.margin_spec(x, y)
@@ -102,9 +99,9 @@ def test_chunked_bounds_equal_unchunked_and_stay_sound(method, encoding):
             assert (margins >= lower).all()
 
 
-def test_a_budget_too_small_raises_a_clear_error_and_no_grad_helps():
-    bnet = certify(small_net(), 4)
-    x = torch.rand(64, 4, 4)
+def test_a_budget_too_small_raises_a_clear_error_and_no_grad_helps(small_net, unit_inputs):
+    bnet = certify(small_net, 4)
+    x = unit_inputs(64, 4, 4)
     with pytest.raises(MemoryBudgetError, match=r"method 'crown' needs about .* single sample"), \
             torch.no_grad():
         bnet.bounds(x, 0.05, method="crown", memory_budget=1000)
@@ -115,10 +112,8 @@ def test_a_budget_too_small_raises_a_clear_error_and_no_grad_helps():
         bnet.bounds(x, 0.05, method="crown-ibp", memory_budget=int(kept))
 
 
-def test_event_masks_are_split_with_their_samples():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Flatten(), nn.Linear(8, 6), snn.Leaky(beta=0.7, init_hidden=True),
-                        nn.Linear(6, 3), snn.Leaky(beta=0.7, init_hidden=True, output=True))
+def test_event_masks_are_split_with_their_samples(fc_net, float64):
+    net = fc_net(8, 6, 3, beta=0.7, threshold=1.0)
     bnet = float64(certify(net, None, encoding="event"))
     gen = torch.Generator().manual_seed(3)
     x = (torch.rand(3, 4, 2, 4, generator=gen) > 0.5).double()

@@ -5,41 +5,30 @@ from __future__ import annotations
 import pytest
 import snntorch as snn
 import torch
-from netgen import reference
-from reference import run_snntorch
 from torch import nn
 
 from snncertify import certify, verified_accuracy
 
-
-def fc_net(reset="subtract", out_reset=None, output=True):
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Flatten(),
-        nn.Linear(16, 12),
-        snn.Leaky(beta=0.8, threshold=0.5, init_hidden=True, reset_mechanism=reset),
-        nn.Linear(12, 5),
-        snn.Leaky(beta=0.7, init_hidden=True, output=output, reset_mechanism=out_reset or reset),
-    )
+# ``fc_net()`` (tests/conftest.py): Flatten, 16-12-5, seeded 0; input [B, 16] or [B, 4, 4]
 
 
 @pytest.mark.parametrize("encoding", ["direct", "rate"])
 @pytest.mark.parametrize("readout", ["rate", "count", "membrane"])
-def test_forward_bit_identical_and_fresh_state(encoding, readout):
+def test_forward_bit_identical_and_fresh_state(encoding, readout, fc_net, unit_inputs, snntorch_ref):
     net = fc_net()
     bnet = certify(net, 6, encoding=encoding, readout=readout)
-    x = torch.rand(7, 4, 4)
+    x = unit_inputs(7, 4, 4)
     noise = bnet.draw_noise(x) if encoding == "rate" else None
     first = bnet(x, noise=noise)
     second = bnet(x, noise=noise)  # no state leaks between calls
     assert torch.equal(first, second)
-    assert torch.equal(first, reference(bnet, net, x, noise)[0])
+    assert torch.equal(first, snntorch_ref.outputs(bnet, net, x, noise)[0])
     assert first.shape == (7, 5)
 
 
-def test_rate_noise_default_is_seeded_and_shared():
+def test_rate_noise_default_is_seeded_and_shared(fc_net, unit_inputs):
     bnet = certify(fc_net(), 5, encoding="rate", seed=3)
-    x = torch.rand(4, 16)
+    x = unit_inputs(4, 16)
     assert torch.equal(bnet(x), bnet(x, noise=bnet.draw_noise(x)))
     lower, upper = bnet.bounds(x, 0.0)
     assert torch.equal(lower, bnet(x)) and torch.equal(upper, bnet(x))
@@ -47,19 +36,20 @@ def test_rate_noise_default_is_seeded_and_shared():
     assert not torch.equal(bnet.draw_noise(x), other.draw_noise(x))
 
 
-def test_rate_gradient_reaches_input():
+def test_rate_gradient_reaches_input(fc_net, unit_inputs):
     bnet = certify(fc_net(), 5, encoding="rate", readout="membrane")
-    x = torch.rand(3, 16, requires_grad=True)
+    x = unit_inputs(3, 16).requires_grad_(True)
     bnet(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
 
 
-def test_event_encoding_masks_and_budgets():
+def test_event_masks_bound_the_forward_and_budgets_contain_them(fc_net, spike_inputs,
+                                                                snntorch_ref):
     net = fc_net()
     bnet = certify(net, None, encoding="event")
-    x = (torch.rand(6, 3, 16) < 0.4).float()
+    x = spike_inputs(6, 3, 16, p=0.4)
     scores = bnet(x)
-    assert torch.equal(scores, reference(bnet, net, x)[0])
+    assert torch.equal(scores, snntorch_ref.outputs(bnet, net, x)[0])
     mask = torch.zeros_like(x, dtype=torch.bool)
     lower, upper = bnet.bounds(x, mask)
     assert torch.equal(lower, scores) and torch.equal(upper, scores)
@@ -79,9 +69,9 @@ def test_event_encoding_masks_and_budgets():
         bnet.bounds(x, 0.1)
 
 
-def test_margins_and_certify():
+def test_margins_are_lower_minus_upper_and_certified_means_all_positive(fc_net, unit_inputs):
     bnet = certify(fc_net(), 8, readout="count")
-    x = torch.rand(10, 16)
+    x = unit_inputs(10, 16)
     scores = bnet(x)
     y = scores.argmax(1)
     margins = bnet.margin_bounds(x, y, 0.0)
@@ -103,20 +93,20 @@ def test_margins_and_certify():
     assert 0.0 <= verified_accuracy(bnet, x, y, 0.05) <= 1.0
 
 
-def test_tie_is_not_certified():
+def test_tie_is_not_certified(fc_net, unit_inputs):
     net = fc_net()
     with torch.no_grad():
         net[3].weight.zero_()
         net[3].bias.fill_(1.0)  # every output neuron spikes identically
     bnet = certify(net, 4, readout="count")
-    x = torch.rand(2, 16)
+    x = unit_inputs(2, 16)
     assert not bnet.certified(x, torch.tensor([0, 1]), 0.0).any()
 
 
-def test_bounds_are_differentiable():
+def test_bounds_are_differentiable(fc_net, unit_inputs):
     net = fc_net(reset="zero")
     bnet = certify(net, 6, readout="membrane")
-    x = torch.rand(8, 16)
+    x = unit_inputs(8, 16)
     y = bnet(x).argmax(1)
     loss = -bnet.margin_bounds(x, y, 0.05).sum()
     loss.backward()
@@ -185,14 +175,14 @@ def test_unsupported_module_named_with_position():
         (lambda b, x, y: b(x, noise=torch.rand(2, 2)), "noise= only applies"),
     ],
 )
-def test_bad_input_raises_clear_value_error(call, match):
+def test_bad_input_raises_clear_value_error(call, match, fc_net, unit_inputs):
     bnet = certify(fc_net(), 4)
-    x, y = torch.rand(3, 16), torch.tensor([0, 1, 2])
+    x, y = unit_inputs(3, 16), torch.tensor([0, 1, 2])
     with pytest.raises(ValueError, match=match):
         call(bnet, x, y)
 
 
-def test_bad_arguments_to_certify():
+def test_bad_certify_arguments_raise_clear_value_error(fc_net):
     with pytest.raises(ValueError, match="encoding"):
         certify(fc_net(), 4, encoding="poisson")
     with pytest.raises(ValueError, match="readout"):
@@ -207,16 +197,11 @@ def test_bad_arguments_to_certify():
         bnet(torch.rand(2, 16), noise=torch.rand(3, 2, 16))
 
 
-def test_paper_setting_fc_rate_zero_reset_bounds_hold():
+def test_paper_setting_fc_rate_zero_reset_bounds_hold(fc_net, unit_inputs, snntorch_ref):
     """NeurIPS 2022 setting: zero reset, beta = theta = 0.25, rate input, FC 784-512-256-10."""
-    torch.manual_seed(0)
-    lif = dict(beta=0.25, threshold=0.25, init_hidden=True, reset_mechanism="zero")
-    net = nn.Sequential(
-        nn.Flatten(), nn.Linear(784, 512), snn.Leaky(**lif), nn.Linear(512, 256),
-        snn.Leaky(**lif), nn.Linear(256, 10), snn.Leaky(**lif, output=True),
-    )
+    net = fc_net(784, 512, 256, 10, beta=0.25, threshold=0.25, reset="zero")
     bnet = certify(net, 10, encoding="rate")
-    x = torch.rand(4, 1, 28, 28)
+    x = unit_inputs(4, 1, 28, 28)
     noise = bnet.draw_noise(x)
     for eps in (0.002, 0.02):
         lower, upper = bnet.bounds(x, eps, noise=noise)
@@ -225,7 +210,7 @@ def test_paper_setting_fc_rate_zero_reset_bounds_hold():
         corners = torch.where(torch.rand(n, *x.shape) < 0.5, -eps, eps)
         xs = torch.cat([xs, (x + corners).clamp(0, 1)]).reshape(-1, 1, 28, 28)
         frames = (xs > noise.repeat(1, 2 * n, 1, 1, 1)).float()
-        out, _ = run_snntorch(net, frames)
+        out, _ = snntorch_ref.run(net, frames)
         scores = out.mean(0).reshape(2 * n, 4, 10)
         assert (scores >= lower).all() and (scores <= upper).all()
     assert (upper - lower).max() <= 1.0

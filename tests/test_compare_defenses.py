@@ -72,7 +72,7 @@ def test_planted_violation_is_an_error(compare, tmp_path, monkeypatch):
     assert not (tmp_path / "bad").exists()  # nothing written for an inconsistent table
 
 
-def test_check_consistency_rules():
+def test_consistency_check_flags_a_worst_case_above_any_column():
     rows = [{"eps": 0.1, "attack": "clean", "kind": "clean", "correct": 9},
             {"eps": 0.1, "attack": "PGD", "kind": "attack", "correct": 6},
             {"eps": 0.1, "attack": "Square", "kind": "attack", "correct": 7},

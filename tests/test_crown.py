@@ -18,7 +18,6 @@ import snntorch as snn
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference import run_snntorch
 from torch import nn
 
 import snncertify
@@ -151,16 +150,10 @@ def test_flip_budget_concretisation_is_exact(k):
 
 
 @pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
-def test_flip_budget_bounds_sound_by_brute_force(reset):
-    torch.manual_seed(1)
-    net = nn.Sequential(
-        nn.Flatten(), nn.Linear(4, 5),
-        snn.Leaky(beta=0.8, threshold=0.4, init_hidden=True, reset_mechanism=reset),
-        nn.Linear(5, 3),
-        snn.Leaky(beta=0.7, threshold=0.3, init_hidden=True, reset_mechanism=reset, output=True),
-    ).eval()
+def test_flip_budget_bounds_sound_by_brute_force(reset, fc_net, spike_inputs, snntorch_ref):
+    net = fc_net(4, 5, 3, beta=(0.8, 0.7), threshold=(0.4, 0.3), reset=reset, seed=1).eval()
     T = 3
-    x = (torch.rand((T, 1, 4)) < 0.5).float()
+    x = spike_inputs(T, 1, 4, p=0.5)
     for readout in ("rate", "membrane"):
         bnet = certify(net, T, encoding="event", readout=readout)
         for k in (1, 2):
@@ -172,7 +165,7 @@ def test_flip_budget_bounds_sound_by_brute_force(reset):
                         s.view(-1)[p] = 1 - s.view(-1)[p]
                     frames.append(s)
             big = torch.stack(frames, 1)  # [T, n, 4]
-            out, layers = run_snntorch(net, big)
+            out, layers = snntorch_ref.run(net, big)
             last_mem = list(layers.values())[-1][0]
             scores = last_mem.mean(0) if readout == "membrane" else out.mean(0)
             ibp_l, ibp_u = bnet.bounds(x, k, method="ibp")
@@ -273,14 +266,10 @@ def test_every_method_runs_on_the_tutorial_csnn():
 
 
 @pytest.mark.parametrize("encoding", ["direct", "rate", "event"])
-def test_point_threat_gives_the_forward(encoding):
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Flatten(), nn.Linear(6, 5), snn.Leaky(beta=0.6, threshold=0.4, init_hidden=True),
-        nn.Linear(5, 3), snn.Leaky(beta=0.6, threshold=0.4, init_hidden=True, output=True),
-    )
+def test_point_threat_gives_the_forward(encoding, fc_net, spike_inputs, unit_inputs):
+    net = fc_net(6, 5, 3, beta=0.6, threshold=0.4)
     bnet = certify(net, 3, encoding=encoding)
-    x = (torch.rand(3, 2, 6) < 0.4).float() if encoding == "event" else torch.rand(2, 6)
+    x = spike_inputs(3, 2, 6, p=0.4) if encoding == "event" else unit_inputs(2, 6)
     zero = 0 if encoding == "event" else 0.0
     ref = bnet(x)
     for method in METHODS:

@@ -83,7 +83,7 @@ def _nmnist_events(shift: int) -> list[tuple[int, int, int, int]]:
 # ----------------------------------------------------------------------------- registry / errors
 
 
-def test_registry_shapes():
+def test_registry_lists_every_dataset_with_its_shape_and_encoding():
     assert set(DATASETS) == {"digits", "mnist", "fashion-mnist", "cifar10", "nmnist"}
     assert DATASETS["cifar10"].input_shape == (3, 32, 32)
     assert DATASETS["nmnist"].encoding == "event"
@@ -125,7 +125,7 @@ def test_digits_loader_matches_split():
     assert x0.shape == (64,) and isinstance(y0, int)
 
 
-def test_shuffle_deterministic_limit_and_sampler():
+def test_loader_shuffle_is_seeded_and_honours_limit_and_sampler():
     def order(seed, **kw):
         loader = make_loader("digits", None, train=True, batch_size=32, seed=seed, **kw)
         return torch.cat([x for x, _ in loader])
@@ -182,7 +182,7 @@ def test_mnist_like_round_trip(tmp_path, name, folder):
 # ----------------------------------------------------------------------------- CIFAR-10
 
 
-def test_cifar10_pickles(tmp_path):
+def test_cifar10_pickles_load_pixel_for_pixel(tmp_path):
     raw = _cifar_pickles(tmp_path)
     ds = load_dataset("cifar10", tmp_path, train=False)  # test split: no augmentation
     data, labels = raw["test_batch"]

@@ -90,7 +90,7 @@ def test_resume_refuses_other_settings(tmp_path):
         train_model("clean", epochs=1, out=tmp_path / "none", resume=True, **SMALL)
 
 
-def test_stable_mppd_and_hire_noise():
+def test_stable_mppd_and_hire_noise_change_the_loss_as_specified():
     torch.manual_seed(0)
     bnet = certify(build_arch("digits-fc"), 4)
     x, y = torch.rand(8, 64), torch.randint(0, 10, (8,))
@@ -116,7 +116,7 @@ def test_stable_mppd_and_hire_noise():
         Hire(periods=3).loss(bnet, x, y, None, 0.0)
 
 
-def test_certified_schedule_and_errors():
+def test_certified_schedule_ramps_and_bad_settings_are_errors():
     c = Certified(0.2, warmup=0.1, ramp=0.5, kappa_end=0.0)
     assert c.schedule(0.05) == (0.0, 1.0)
     eps, kappa = c.schedule(0.1 + 0.9 * 0.25)

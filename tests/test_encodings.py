@@ -7,23 +7,18 @@ import itertools
 from dataclasses import dataclass
 
 import pytest
-import snntorch as snn
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from snncertify import Direct, Encoding, Event, Rate, certify, register_encoding
 from snncertify.encoding import ENCODINGS, make_encoding
 from snncertify.threat import FlipBudget, FlipMask, LinfBall
 
 
-def fc_net() -> nn.Sequential:
-    torch.manual_seed(0)
-    return nn.Sequential(
-        nn.Linear(6, 8),
-        snn.Leaky(beta=0.8, threshold=0.5, init_hidden=True),
-        nn.Linear(8, 3),
-        snn.Leaky(beta=0.7, init_hidden=True, output=True),
-    )
+@pytest.fixture
+def net(fc_net):
+    """Linear(6, 8), Leaky, Linear(8, 3), Leaky, seeded 0: input ``[B, 6]``, 3 classes."""
+    return fc_net(6, 8, 3, flatten=False)
 
 
 def test_a_name_builds_the_same_object_as_the_class():
@@ -45,21 +40,20 @@ def test_a_bad_encoding_is_a_clear_error(spec, seed, match):
 
 
 @pytest.mark.parametrize("method", ["ibp", "crown-ibp"])
-def test_an_encoding_object_and_its_name_give_identical_results(method):
-    net = fc_net()
+def test_an_encoding_object_and_its_name_give_identical_results(method, net, unit_inputs):
     by_name = certify(net, 5, encoding="rate", seed=7)
     by_object = certify(net, 5, encoding=Rate(seed=7))
     assert by_object.seed == by_name.seed == 7
-    x = torch.rand(4, 6)
+    x = unit_inputs(4, 6)
     assert torch.equal(by_name(x), by_object(x))
     for a, b in zip(by_name.bounds(x, 0.05, method), by_object.bounds(x, 0.05, method),
                     strict=True):
         assert torch.equal(a, b)
 
 
-def test_the_rate_pattern_is_shared_by_every_sample_and_batch():
+def test_the_rate_pattern_is_shared_by_every_sample_and_batch(unit_inputs):
     enc = Rate(seed=4)
-    x = torch.rand(5, 2, 3)
+    x = unit_inputs(5, 2, 3)
     full = enc.default_noise(x, 6)
     assert full.shape == (6, 5, 2, 3)
     assert torch.equal(full[:, 3], enc.default_noise(x[3:4], 6)[:, 0])
@@ -160,11 +154,10 @@ def inverted():
 
 
 @pytest.mark.parametrize("method", ["ibp", "crown-ibp", "crown"])
-def test_a_new_encoding_is_one_class_and_its_bounds_hold(inverted, method):
-    net = fc_net()
+def test_a_new_encoding_is_one_class_and_its_bounds_hold(inverted, method, net, unit_inputs):
     bnet = certify(net, 4, encoding="test-inverted", readout="membrane")
     assert bnet.encoding == inverted
-    x = torch.rand(3, 6, generator=torch.Generator().manual_seed(1))
+    x = unit_inputs(3, 6, seed=1)
     direct = certify(net, 4, readout="membrane")
     assert torch.equal(bnet(x), direct(1 - x))
     lower, upper = bnet.bounds(x, 0.05, method)

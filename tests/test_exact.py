@@ -23,31 +23,6 @@ TOL = 1e-6
 
 
 # ----------------------------------------------------------------- helpers
-def leaky(reset: str, n: int | tuple[int, ...], gen: torch.Generator,
-          output: bool = False) -> snn.Leaky:
-    beta = 0.5 + 0.5 * torch.rand(n, generator=gen)  # per-neuron
-    thr = 0.3 + 0.7 * torch.rand((), generator=gen)  # scalar
-    return snn.Leaky(beta=beta, threshold=thr, init_hidden=True, reset_mechanism=reset,
-                     output=output)
-
-
-def fc_net(n_in: int, hidden: list[int], k: int, resets: list[str], seed: int,
-           scale: float = 2.0) -> nn.Sequential:
-    """Linear-Leaky stack; ``resets`` has one entry per Leaky (hidden ones then output)."""
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    layers: list[nn.Module] = []
-    width = n_in
-    for i, h in enumerate([*hidden, k]):
-        lin = nn.Linear(width, h)
-        with torch.no_grad():
-            lin.weight.mul_(scale)
-            lin.bias.add_(0.2)
-        layers += [lin, leaky(resets[i], h, gen, output=i == len(hidden))]
-        width = h
-    return nn.Sequential(*layers).eval()
-
-
 @torch.no_grad()
 def real_scores(net: nn.Sequential, frames: torch.Tensor, readout: str) -> torch.Tensor:
     """snnTorch itself: reset every Leaky, loop ``net(x_t)``; scores ``[B, K]`` (float32
@@ -98,19 +73,29 @@ def perturbed(encoding: str, x: torch.Tensor, eps, n: int, gen: torch.Generator)
     return lo + (hi - lo) * u
 
 
-def make_case(encoding: str, resets: list[str], hidden: list[int], seed: int, B: int = 2,
+@pytest.fixture
+def make_case(random_fc_net, unit_inputs, spike_inputs):
+    """Factory ``make_case(encoding, resets, hidden, seed, B=2, n_in=16, T=3, readout="rate",
+    budget=True) -> (net, bnet, x, eps)``: ``random_fc_net(n_in, hidden, 4, resets, seed)``
+    wrapped for ``encoding``, inputs ``x`` (``[B, n_in]``; event: ``[T, B, n_in]``) drawn
+    from a generator seeded ``seed + 1``, and a threat ``eps``: 0.08, or for events a flip
+    budget of 1 (``budget``) or a random flip mask ``[T, B, n_in]``."""
+
+    def build(encoding: str, resets: list[str], hidden: list[int], seed: int, B: int = 2,
               n_in: int = 16, T: int = 3, readout: str = "rate", budget: bool = True):
-    net = fc_net(n_in, hidden, 4, resets, seed)
-    bnet = snncertify.certify(net, T, encoding=encoding, readout=readout, seed=seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    if encoding == "event":
-        x = (torch.rand(T, B, n_in, generator=gen) < 0.4).float()
-        # a flip budget anywhere, or a flip mask
-        eps = 1 if budget else torch.rand(T, B, n_in, generator=gen) < 0.2
-    else:
-        x = torch.rand(B, n_in, generator=gen)
-        eps = 0.08
-    return net, bnet, x, eps
+        net = random_fc_net(n_in, hidden, 4, resets, seed)
+        bnet = snncertify.certify(net, T, encoding=encoding, readout=readout, seed=seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+        if encoding == "event":
+            x = spike_inputs(T, B, n_in, p=0.4, seed=gen)
+            # a flip budget anywhere, or a flip mask
+            eps = 1 if budget else unit_inputs(T, B, n_in, seed=gen) < 0.2
+        else:
+            x = unit_inputs(B, n_in, seed=gen)
+            eps = 0.08
+        return net, bnet, x, eps
+
+    return build
 
 
 CASES = [
@@ -133,7 +118,8 @@ def _resets(reset: str, hidden: list[int]) -> list[str]:
 
 # ------------------------------------------------------------------- tests
 @pytest.mark.parametrize("encoding,reset,hidden,readout,seed", CASES)
-def test_exact_bounds_sound_and_tighter_than_ibp(encoding, reset, hidden, readout, seed):
+def test_exact_bounds_sound_and_tighter_than_ibp(encoding, reset, hidden, readout, seed,
+                                                 make_case):
     event = encoding == "event"  # smaller: HiGHS needs seconds for a budget over 48 flips
     net, bnet, x, eps = make_case(encoding, _resets(reset, hidden), hidden, seed,
                                   readout=readout, n_in=10 if event else 16,
@@ -192,7 +178,7 @@ def check_witness(net, bnet, r: exact.ExactResult, readout: str) -> None:
         assert s[r.label] <= s[others].max()  # the prediction really changes (or ties)
 
 
-def test_witness_inside_threat_set():
+def test_witness_inside_threat_set(make_case):
     net, bnet, x, eps = make_case("direct", ["subtract", "subtract"], [12], seed=5, B=3)
     y = bnet(x).argmax(1)
     for b, r in enumerate(exact.verify(bnet, x, y, eps)):
@@ -205,19 +191,18 @@ def test_witness_inside_threat_set():
         assert bool(((r.witness[0] >= lo) & (r.witness[0] <= hi)).all())
 
 
-def test_point_threat_is_the_forward():
+def test_point_threat_is_the_forward(make_case):
     net, bnet, x, _ = make_case("direct", ["zero", "subtract"], [10], seed=11, B=2)
     s = bnet(x)
     el, eu = bnet.bounds(x, 0.0, method="exact")
     assert torch.allclose(el, s, atol=1e-5) and torch.allclose(eu, s, atol=1e-5)
 
 
-def test_event_budget_matches_brute_force():
+def test_event_budget_matches_brute_force(random_fc_net, spike_inputs):
     T, n_in, k = 2, 6, 2
-    net = fc_net(n_in, [6], 3, ["subtract", "zero"], seed=3, scale=3.0)
+    net = random_fc_net(n_in, [6], 3, ["subtract", "zero"], seed=3, scale=3.0)
     bnet = snncertify.certify(net, T, encoding="event", readout="count")
-    gen = torch.Generator().manual_seed(0)
-    x = (torch.rand(T, 2, n_in, generator=gen) < 0.5).float()
+    x = spike_inputs(T, 2, n_in, p=0.5, seed=0)
     y = bnet(x).argmax(1)
     el, eu = bnet.bounds(x, k, method="exact")
     results = exact.verify(bnet, x, y, k)
@@ -243,35 +228,11 @@ def test_event_budget_matches_brute_force():
         assert int((results[b].witness[:, 0] != x[:, b]).sum()) <= k
 
 
-def conv_net(pool_first: bool, seed: int) -> nn.Sequential:
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    if pool_first:  # max pooling over real values (selection binaries)
-        layers = [nn.Conv2d(1, 2, 3, padding=1), nn.MaxPool2d(2), nn.BatchNorm2d(2),
-                  leaky("subtract", (2, 3, 3), gen)]
-        layers[-1].beta = nn.Parameter(torch.full((2, 1, 1), 0.7))  # per channel
-        width = 18
-    else:  # max pooling over spikes (OR) and average pooling
-        layers = [nn.Conv2d(1, 2, 3, padding=1), nn.BatchNorm2d(2),
-                  leaky("zero", (2, 6, 6), gen), nn.MaxPool2d(2), nn.AvgPool2d(1)]
-        width = 18
-    layers += [nn.Flatten(), nn.Dropout(0.2), nn.Linear(width, 3), leaky("subtract", 3, gen, True)]
-    net = nn.Sequential(*layers)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.2, 0.2)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                m.weight.mul_(2.0)
-    return net.eval()
-
-
 @pytest.mark.slow  # 10-40 s each: HiGHS on the pooled conv MILPs
 @pytest.mark.parametrize("pool_first", [True, False])
-def test_conv_pool_batchnorm(pool_first):
-    net = conv_net(pool_first, seed=4)
+def test_conv_pool_batchnorm_exact_bounds_are_sound_and_tighter_than_ibp(pool_first,
+                                                                         random_conv_net):
+    net = random_conv_net(pool_first, seed=4)
     T = 2
     bnet = snncertify.certify(net, T, encoding="direct", readout="rate")
     gen = torch.Generator().manual_seed(1)
@@ -289,7 +250,7 @@ def test_conv_pool_batchnorm(pool_first):
         check_witness(net, bnet, r, "rate")
 
 
-def test_too_large_raises():
+def test_too_many_binaries_raise_value_error(make_case):
     net, bnet, x, eps = make_case("direct", ["subtract", "subtract"], [12], seed=2)
     with pytest.raises(ValueError, match="too large"):
         exact.verify(bnet, x, bnet(x).argmax(1), 0.5, max_binaries=5)
@@ -297,7 +258,7 @@ def test_too_large_raises():
         exact.exact_bounds(bnet, x, bnet.threat(x, 0.5), None, None, max_binaries=5)
 
 
-def test_timeout_is_sound():
+def test_timeout_is_sound(make_case):
     net, bnet, x, _ = make_case("event", ["zero", "zero"], [16], seed=1, B=1, n_in=24, T=4)
     y = bnet(x).argmax(1)
     threat = bnet.threat(x, 6)
@@ -319,7 +280,7 @@ def test_timeout_is_sound():
 
 
 @pytest.mark.parametrize("encoding", ["direct", "rate", "event"])
-def test_ordering_exact_alpha_crown_ibp(encoding):
+def test_bounds_tighten_from_ibp_and_crown_to_alpha_crown_to_exact(encoding, make_case):
     """exact >= alpha-crown >= max(ibp, crown), elementwise, on margins and on scores."""
     needed = {"crown", "alpha-crown"}
     if not needed <= set(snncertify.available_methods()):

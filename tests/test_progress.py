@@ -6,9 +6,7 @@ import io
 import sys
 
 import pytest
-import snntorch as snn
 import torch
-from torch import nn
 
 import attacks
 from snncertify import certify, progress
@@ -68,12 +66,10 @@ def test_disable_and_terminal_only_bars_write_nothing(monkeypatch):
     assert err.getvalue() == ""
 
 
-def test_evaluate_in_a_log_file_writes_a_few_lines(monkeypatch):
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(16, 12), snn.Leaky(beta=0.8, init_hidden=True),
-                        nn.Linear(12, 4), snn.Leaky(beta=0.8, init_hidden=True, output=True))
+def test_evaluate_in_a_log_file_writes_a_few_lines(monkeypatch, fc_net, unit_inputs):
+    net = fc_net(16, 12, 4, beta=0.8, threshold=1.0, flatten=False)
     bnet = certify(net, 4)
-    x, y = torch.rand(24, 16), torch.randint(0, 4, (24,))
+    x, y = unit_inputs(24, 16), torch.randint(0, 4, (24,))
     err = io.StringIO()
     monkeypatch.setattr(sys, "stderr", err)
     attacks.evaluate(bnet, (x, y), eps=[0.05, 0.1], attacks=["fgsm", attacks.PGD(steps=5)],

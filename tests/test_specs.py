@@ -9,7 +9,7 @@ from snncertify.budget import parse_budget
 from snncertify.specs import Spec, parse_call, parse_size, parse_spec
 
 
-def test_parse_call_and_spec():
+def test_calls_and_specs_parse_to_name_params_and_grad():
     assert parse_call("square") == ("square", {})
     assert parse_call(" square(n_queries=1000, loss='ce') ") == (
         "square", {"n_queries": 1000, "loss": "ce"})
@@ -46,7 +46,7 @@ def test_spec_parameters_and_grad_reach_the_attack():
     assert (atk.steps, atk.grad, atk.seed) == (7, "surrogate:fast_sigmoid", 3)
 
 
-def test_sizes():
+def test_sizes_parse_units_and_reject_bad_values():
     assert parse_size("4GB") == 4 * 10**9
     assert parse_size(" 512 MiB ") == 512 * 2**20
     assert parse_size(1e9) == 10**9

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import snntorch as snn
 import torch
-from reference import run_snntorch, snntorch_frames, snntorch_scores
 from torch import nn
 
 from snncertify import certify
@@ -13,30 +12,11 @@ from snncertify import certify
 METHODS = ("ibp", "crown-ibp", "crown", "alpha-crown")
 
 
-def synaptic_net(reset: str, per_neuron: bool, seed: int = 0) -> nn.Sequential:
-    gen = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-
-    def param(n: int, lo: float, hi: float):
-        if per_neuron:
-            return lo + (hi - lo) * torch.rand(n, generator=gen)
-        return lo + (hi - lo) * float(torch.rand((), generator=gen))
-
-    return nn.Sequential(
-        nn.Linear(6, 10),
-        snn.Synaptic(alpha=param(10, 0.0, 1.2), beta=param(10, 0.0, 1.2),
-                     threshold=param(10, 0.2, 1.0), init_hidden=True, reset_mechanism=reset),
-        nn.Linear(10, 8), snn.Leaky(beta=0.7, threshold=0.4, init_hidden=True, reset_mechanism=reset),
-        nn.Linear(8, 4),
-        snn.Synaptic(alpha=0.5, beta=0.8, threshold=0.3, init_hidden=True, output=True,
-                     reset_mechanism=reset),
-    )
-
-
 @pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
 @pytest.mark.parametrize("per_neuron", [False, True])
 @pytest.mark.parametrize("encoding", ["direct", "rate"])
-def test_synaptic_forward_is_snntorch_and_every_bound_is_sound(reset, per_neuron, encoding):
+def test_synaptic_forward_is_snntorch_and_every_bound_is_sound(reset, per_neuron, encoding,
+                                                              synaptic_net, snntorch_ref):
     net = synaptic_net(reset, per_neuron, seed=1 + per_neuron)
     T, eps = 5, 0.08
     bnet = certify(net, T, encoding=encoding, readout="rate")
@@ -44,8 +24,8 @@ def test_synaptic_forward_is_snntorch_and_every_bound_is_sound(reset, per_neuron
     x = torch.rand(6, 6, generator=gen)
     noise = torch.rand(T, 6, 6, generator=gen) if encoding == "rate" else None
     with torch.no_grad():
-        out, layers = run_snntorch(net, snntorch_frames(encoding, x, T, noise))
-        assert torch.equal(bnet(x, noise), snntorch_scores("rate", out, layers))
+        out, layers = snntorch_ref.run(net, snntorch_ref.frames(encoding, x, T, noise))
+        assert torch.equal(bnet(x, noise), snntorch_ref.scores("rate", out, layers))
         _, trace = bnet.trace(x, noise)
         for rec, (mem, spk) in zip(trace.layers, layers.values(), strict=True):
             assert torch.equal(rec.mem_l, mem) and torch.equal(rec.spk_l, spk)

@@ -5,31 +5,12 @@ from __future__ import annotations
 import copy
 
 import pytest
-import snntorch as snn
 import torch
 import torch.nn.functional as F
-from netgen import perturbations
-from reference import float64, run_snntorch, snntorch_frames
 from torch import nn
 
 import attacks
 from snncertify import certify, verified_accuracy
-
-
-def bn_net(dropout: float = 0.3, conv: bool = False) -> nn.Sequential:
-    torch.manual_seed(0)
-    if conv:
-        return nn.Sequential(
-            nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), snn.Leaky(beta=0.8, init_hidden=True),
-            nn.Dropout2d(dropout), nn.Flatten(), nn.Linear(4 * 4 * 4, 5), nn.BatchNorm1d(5),
-            snn.Leaky(beta=0.7, threshold=0.5, init_hidden=True, output=True),
-        )
-    return nn.Sequential(
-        nn.Linear(16, 12), nn.BatchNorm1d(12),
-        snn.Leaky(beta=0.8, threshold=0.5, init_hidden=True),
-        nn.Dropout(dropout), nn.Linear(12, 5), nn.BatchNorm1d(5),
-        snn.Leaky(beta=0.7, threshold=0.5, init_hidden=True, output=True),
-    )
 
 
 def bn_states(net):
@@ -39,20 +20,20 @@ def bn_states(net):
 
 @pytest.mark.parametrize("encoding", ["direct", "rate"])
 @pytest.mark.parametrize("conv", [False, True])
-def test_train_mode_is_the_users_loop(encoding, conv):
+def test_train_mode_is_the_users_loop(encoding, conv, bn_net, unit_inputs, snntorch_ref):
     """BN normalises every step by its batch and updates running stats per step; Dropout
     draws a mask per step: outputs and running statistics equal the user's own loop."""
     net = bn_net(conv=conv)
     mine = copy.deepcopy(net)
     bnet = certify(mine, 5, encoding=encoding)
-    x = torch.rand(8, 1, 6, 6) if conv else torch.rand(8, 16)
+    x = unit_inputs(8, 1, 6, 6) if conv else unit_inputs(8, 16)
     noise = bnet.draw_noise(x) if encoding == "rate" else None
     net.train()
     bnet.train()
     assert mine.training
     for _ in range(2):  # running statistics keep matching over several batches
         torch.manual_seed(7)
-        ref, _ = run_snntorch(net, snntorch_frames(encoding, x, 5, noise))
+        ref, _ = snntorch_ref.run(net, snntorch_ref.frames(encoding, x, 5, noise))
         torch.manual_seed(7)
         out = bnet.trace(x, noise)[1].out_l
         assert torch.equal(out, ref)
@@ -61,12 +42,12 @@ def test_train_mode_is_the_users_loop(encoding, conv):
     assert int(bn_states(mine)[2]) == 10  # 5 steps x 2 calls, like the user's loop
     bnet.eval()  # eval: the running statistics, no dropout, no updates
     before = bn_states(mine)
-    ref, _ = run_snntorch(net.eval(), snntorch_frames(encoding, x, 5, noise))
+    ref, _ = snntorch_ref.run(net.eval(), snntorch_ref.frames(encoding, x, 5, noise))
     assert torch.equal(bnet(x, noise), ref.mean(0))
     assert all(torch.equal(a, b) for a, b in zip(before, bn_states(mine), strict=True))
 
 
-def _fixed_stats_loop(net, frames_clean, frames):
+def _fixed_stats_loop(run_snntorch, net, frames_clean, frames):
     """The user's loop with each BatchNorm frozen to the CLEAN batch's statistics at
     every step and Dropout off: the function train-mode bounds bound."""
     bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -94,11 +75,12 @@ def _fixed_stats_loop(net, frames_clean, frames):
 
 
 @pytest.mark.parametrize("encoding", ["direct", "rate"])
-def test_train_mode_bounds_hold_for_clean_batch_statistics(encoding):
+def test_train_mode_bounds_hold_for_clean_batch_statistics(encoding, bn_net, unit_inputs,
+                                                           snntorch_ref, perturbations):
     net = bn_net()
     bnet = certify(copy.deepcopy(net), 5, encoding=encoding)
     bnet.train()
-    x = torch.rand(8, 16)
+    x = unit_inputs(8, 16)
     noise = bnet.draw_noise(x) if encoding == "rate" else None
     before = bn_states(bnet.net)
     eps = 0.08
@@ -109,15 +91,16 @@ def test_train_mode_bounds_hold_for_clean_batch_statistics(encoding):
     for m in ref_net.modules():
         if isinstance(m, nn.Dropout):
             m.eval()
-    clean = _fixed_stats_loop(ref_net, snntorch_frames(encoding, x, 5, noise),
-                              snntorch_frames(encoding, x, 5, noise))
+    frames = snntorch_ref.frames
+    clean = _fixed_stats_loop(snntorch_ref.run, ref_net, frames(encoding, x, 5, noise),
+                              frames(encoding, x, 5, noise))
     assert torch.equal(point_l, point_u)
     assert torch.allclose(point_l, clean, atol=1e-6)
     xs = perturbations(bnet, x, eps, 24, seed=1)
     violations = 0
     for xp in xs:
-        s = _fixed_stats_loop(ref_net, snntorch_frames(encoding, x, 5, noise),
-                              snntorch_frames(encoding, xp, 5, noise))
+        s = _fixed_stats_loop(snntorch_ref.run, ref_net, frames(encoding, x, 5, noise),
+                              frames(encoding, xp, 5, noise))
         violations += int(((s < lower) | (s > upper)).sum())
     assert violations == 0
     # certified training: the bound loss reaches the parameters, also through the statistics
@@ -126,9 +109,9 @@ def test_train_mode_bounds_hold_for_clean_batch_statistics(encoding):
     assert bnet.net[1].weight.grad is not None and bnet.net[1].weight.grad.abs().sum() > 0
 
 
-def test_train_mode_batchnorm_rejects_linear_methods():
+def test_train_mode_batchnorm_rejects_linear_methods(bn_net, unit_inputs):
     bnet = certify(bn_net(), 4)
-    x = torch.rand(4, 16)
+    x = unit_inputs(4, 16)
     bnet.train()
     with pytest.raises(ValueError, match="train mode"):
         bnet.bounds(x, 0.01, method="crown-ibp")
@@ -136,12 +119,10 @@ def test_train_mode_batchnorm_rejects_linear_methods():
     bnet.bounds(x, 0.01, method="crown-ibp")
 
 
-def test_rate_noise_default_does_not_depend_on_the_batch():
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Linear(16, 12), snn.Leaky(beta=0.8, init_hidden=True),
-                        nn.Linear(12, 4), snn.Leaky(beta=0.8, init_hidden=True, output=True))
+def test_rate_noise_default_does_not_depend_on_the_batch(fc_net, unit_inputs, float64):
+    net = fc_net(16, 12, 4, beta=0.8, threshold=1.0, flatten=False)
     bnet = certify(net, 6, encoding="rate", seed=5)
-    x = torch.rand(10, 16)
+    x = unit_inputs(10, 16)
     full = bnet.draw_noise(x)
     for i in (0, 3, 9):
         assert torch.equal(full[:, i], bnet.draw_noise(x[i : i + 1])[:, 0])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import csv
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,17 +12,6 @@ import snncertify
 from snncertify.io import atomic_path, write_text
 from snncertify.report import PlotOptions, pivot, plot_lines, to_markdown, write_csv, write_markdown
 from snncertify.training import evaluate_accuracy, load_digits_split, train_certified, train_clean
-
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
-
-
-def _digits_net():
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        from quickstart import build_net
-    finally:
-        sys.path.remove(str(EXAMPLES))
-    return build_net()
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):
@@ -39,7 +26,7 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert [p.name for p in target.parent.iterdir()] == ["table.csv"]
 
 
-def test_report_writers(tmp_path):
+def test_report_writers_pivot_and_round_trip_the_rows(tmp_path):
     rows = [{"model": m, "eps": e, "column": c, "accuracy": a}
             for m in ("clean", "certified") for e in (0.0, 0.1)
             for c, a in (("clean", 0.9), ("certified (ibp)", 0.5 - e))]
@@ -60,25 +47,25 @@ def test_report_writers(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_training_is_deterministic_under_a_seed():
+def test_training_is_deterministic_under_a_seed(quickstart):
     xtr, ytr, _, _ = load_digits_split()
     xtr, ytr = xtr[:256], ytr[:256]
     runs = []
     for _ in range(2):
         torch.manual_seed(0)
-        bnet = snncertify.certify(_digits_net(), 4)
+        bnet = snncertify.certify(quickstart.build_net(), 4)
         hist = train_clean(bnet, xtr, ytr, epochs=2, seed=3, progress=False)
         runs.append((hist, [p.detach().clone() for p in bnet.parameters()]))
     assert runs[0][0] == runs[1][0]
     assert all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1], strict=True))
 
 
-def test_certified_training_certifies_more_than_clean_training():
+def test_certified_training_certifies_more_than_clean_training(quickstart):
     xtr, ytr, xte, yte = load_digits_split()
     results = {}
     for kind in ("clean", "certified"):
         torch.manual_seed(0)
-        bnet = snncertify.certify(_digits_net(), 6)
+        bnet = snncertify.certify(quickstart.build_net(), 6)
         if kind == "clean":
             train_clean(bnet, xtr, ytr, epochs=6, progress=False)
         else:
@@ -89,20 +76,15 @@ def test_certified_training_certifies_more_than_clean_training():
     assert results["certified"][1] >= results["clean"][1] + 0.2, results
 
 
-def test_rate_encoded_training_uses_fresh_noise_and_learns():
+def test_rate_encoded_training_uses_fresh_noise_and_learns(quickstart):
     xtr, ytr, xte, yte = load_digits_split()
     torch.manual_seed(0)
-    bnet = snncertify.certify(_digits_net(), 8, encoding="rate")
+    bnet = snncertify.certify(quickstart.build_net(), 8, encoding="rate")
     train_clean(bnet, xtr, ytr, epochs=3, progress=False)
     assert evaluate_accuracy(bnet, xte, yte) > 0.7
 
 
-def test_quickstart_main_job_runs_and_writes_its_outputs(tmp_path):
-    sys.path.insert(0, str(EXAMPLES))
-    try:
-        import quickstart
-    finally:
-        sys.path.remove(str(EXAMPLES))
+def test_quickstart_main_job_runs_and_writes_its_outputs(tmp_path, quickstart):
     rows = quickstart.main(["--out", str(tmp_path), "--epochs", "2", "--eps", "0", "0.02",
                             "--square-queries", "20"])
     assert {p.name for p in tmp_path.iterdir()} == {"quickstart.csv", "quickstart.md",

@@ -26,7 +26,7 @@ from zoo.measure import check_order, differences, entry_name, headline, measure
 DIGITS = zoo.list(dataset="digits")
 
 
-def test_registry_names_and_filters():
+def test_zoo_names_follow_the_cards_and_filters_select():
     names = zoo.list()
     assert names == sorted(names) and len(names) >= 6
     for n in names:
@@ -220,7 +220,7 @@ def test_differences_reports_a_changed_number():
     assert len(differences(c, m)) == 1
 
 
-def test_cli_list_card_table(capsys):
+def test_cli_list_card_and_table_print_percent_figures(capsys):
     assert zoo_cli(["list", "--dataset", "digits"]) == 0
     out = capsys.readouterr().out
     assert all(n in out for n in DIGITS)
@@ -239,7 +239,7 @@ def test_cli_list_card_table(capsys):
     assert h["verified %"] is not None and h["verified %"] <= h["worst-case attack %"]
 
 
-def test_entry_name_rules():
+def test_entry_name_is_built_from_the_config():
     cfg = {"dataset": "mnist", "arch": "mnist-fc", "certify": {"encoding": "rate"},
            "defense": "certified", "defense_params": {"method": "ibp"}}
     assert entry_name(cfg) == "mnist-fc-rate-ibp"

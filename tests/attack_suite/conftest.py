@@ -12,9 +12,8 @@ import contextlib
 from dataclasses import dataclass
 
 import pytest
-import snntorch as snn
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from snncertify import BoundedSNN, certify
 from snncertify.training import load_digits_split, train_clean
@@ -31,23 +30,35 @@ class Trained:
     y: Tensor
 
 
-def build_net(hidden: int = 64) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(64, hidden),
-        snn.Leaky(beta=0.9, init_hidden=True),
-        nn.Linear(hidden, 10),
-        snn.Leaky(beta=0.9, init_hidden=True, output=True),
-    )
+@pytest.fixture(scope="session")
+def digits_net(fc_net):
+    """Factory ``digits_net(hidden=64, beta=0.9, seed=None) -> nn.Sequential``: the digits net
+    64-hidden-10 (input ``[B, 64]``, 10 classes), from the shared ``fc_net`` builder;
+    ``seed=None`` draws from the global RNG as it stands."""
+
+    def build(hidden: int = 64, beta: float = 0.9, seed: int | None = None):
+        return fc_net(64, hidden, 10, beta=beta, threshold=1.0, flatten=False, seed=seed)
+
+    return build
 
 
-def train(encoding: str, epochs: int = 5, seed: int = 0, scale: float = 8.0) -> Trained:
-    """Clean training (``snncertify.training``): CE on ``scale * spike rates``; held-out data."""
-    torch.manual_seed(seed)
-    xtr, ytr, xte, yte = load_digits_split(seed=seed)
-    bnet = certify(build_net(), T, encoding=encoding, readout="rate", seed=seed)
-    train_clean(bnet, xtr, ytr, logit_scale=scale, epochs=epochs, lr=1e-2, batch_size=100,
-                seed=seed, progress=False)
-    return Trained(bnet, xte, yte)
+@pytest.fixture(scope="session")
+def train_digits(digits_net):
+    """Factory ``train_digits(encoding, epochs=5, seed=0, scale=8.0, hidden=64, beta=0.9,
+    num_steps=T) -> Trained``: clean training (``snncertify.training``) of ``digits_net``,
+    CE on ``scale * spike rates``, with the held-out data."""
+
+    def train(encoding: str, epochs: int = 5, seed: int = 0, scale: float = 8.0,
+              hidden: int = 64, beta: float = 0.9, num_steps: int = T) -> Trained:
+        torch.manual_seed(seed)
+        xtr, ytr, xte, yte = load_digits_split(seed=seed)
+        bnet = certify(digits_net(hidden, beta), num_steps, encoding=encoding, readout="rate",
+                       seed=seed)
+        train_clean(bnet, xtr, ytr, logit_scale=scale, epochs=epochs, lr=1e-2, batch_size=100,
+                    seed=seed, progress=False)
+        return Trained(bnet, xte, yte)
+
+    return train
 
 
 @contextlib.contextmanager
@@ -67,12 +78,12 @@ def _single_thread():
 
 
 @pytest.fixture(scope="session")
-def direct_model() -> Trained:
+def direct_model(train_digits) -> Trained:
     with one_thread():
-        return train("direct")
+        return train_digits("direct")
 
 
 @pytest.fixture(scope="session")
-def rate_model() -> Trained:
+def rate_model(train_digits) -> Trained:
     with one_thread():
-        return train("rate")
+        return train_digits("rate")

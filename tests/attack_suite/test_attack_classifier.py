@@ -8,7 +8,6 @@ import pytest
 import snntorch as snn
 import torch
 import torchattacks
-from reference import float64
 from torch import nn
 
 import attacks
@@ -42,7 +41,7 @@ def test_values_identical_in_every_gradient_mode(direct_model, mode):
             assert set(vars(op)) == {"module", "path"}
 
 
-def test_gradient_modes_are_reentrant_across_threads(direct_model):
+def test_gradient_modes_are_reentrant_across_threads(direct_model, float64):
     """Two modes on ONE shared network, run concurrently, give each its own gradient."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -135,7 +134,7 @@ def test_inputs_validated_to_unit_box(direct_model):
         clf((x * 16).long())
 
 
-def test_state_reset_every_forward(direct_model):
+def test_state_is_reset_at_every_forward(direct_model, float64):
     """Scores of a batch do not depend on what ran before (no carried membrane)."""
     clf = AttackableSNN(direct_model.bnet)
     a, b = direct_model.x[:16], direct_model.x[16:48]
@@ -165,7 +164,7 @@ def test_event_encoding_not_attackable():
 
 
 # ------------------------------------------------------------------ rate noise
-def test_fixed_draw_independent_of_batch_composition(rate_model):
+def test_fixed_draw_independent_of_batch_composition(rate_model, float64):
     clf = AttackableSNN(rate_model.bnet)
     x = rate_model.x[:40]
     full = clf.predict(x)

@@ -28,7 +28,7 @@ def direct_results(direct_model):
     return res, rec, x, y
 
 
-def test_rows_and_worst_case(direct_results):
+def test_worst_case_is_at_most_every_attack_and_stays_in_the_ball(direct_results):
     res, _, x, y = direct_results
     labels = ["FGSM", "PGD-20", "PGD-20 [rate]", "APGD-CE-20", "APGD-DLR-20", "Square-200"]
     assert {r["attack"] for r in res} == {"clean", "robust", *labels}
@@ -58,7 +58,7 @@ def test_clean_model_broken_and_no_masking_flags(direct_results):
     assert not [w for w in rec if issubclass(w.category, attacks.SanityWarning)]
 
 
-def test_writers_and_plot(direct_results, tmp_path):
+def test_csv_markdown_and_plot_writers_round_trip(direct_results, tmp_path):
     res = direct_results[0]
     res.to_csv(tmp_path / "r.csv")
     back = attacks.read_csv(tmp_path / "r.csv")

@@ -58,7 +58,7 @@ def test_evaluate_shows_a_bar_inside_each_attack(direct_model, monkeypatch):
     assert any("PGD-40" in b.desc and b.n >= 40 for b in bars)
 
 
-def test_attack_specs_with_parameters():
+def test_attack_specs_with_parameters_set_the_attack():
     assert attacks.make_attack("square(n_queries=1000)").label == "Square-1000"
     assert attacks.make_attack("apgd-ce(steps=50)@rate").label == "APGD-CE-50 [rate]"
     assert attacks.make_attack("square(n_queries=9)", n_queries=7).n_queries == 7

@@ -126,7 +126,7 @@ def test_outputs_out_of_ball_are_flagged_and_projected(direct_model):
     assert (x_adv - x).abs().max() > 0.049  # projected onto the boundary, not reset to x
 
 
-def test_make_attack_names():
+def test_make_attack_labels_name_steps_and_grad():
     assert attacks.make_attack("pgd@rate").label == "PGD-40 [rate]"
     assert attacks.make_attack("apgd-dlr").label == "APGD-DLR-100"
     assert attacks.make_attack("square", n_queries=10).label == "Square-10"
@@ -135,13 +135,13 @@ def test_make_attack_names():
         attacks.make_attack("cw")
 
 
-def test_worst_case_helper():
+def test_worst_case_is_the_samplewise_and():
     a = torch.tensor([True, True, False, True])
     b = torch.tensor([True, False, True, True])
     assert torch.equal(attacks.worst_case({"a": a, "b": b}), torch.tensor([True, False, False, True]))
 
 
-def test_autoattack(direct_model):
+def test_autoattack_stays_in_ball_and_breaks_the_clean_model(direct_model):
     clf = AttackableSNN(direct_model.bnet)
     x, y = direct_model.x[:32], direct_model.y[:32]
     x_adv = attacks.AutoAttack()(clf, x, y, EPS)

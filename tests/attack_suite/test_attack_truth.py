@@ -13,12 +13,12 @@ from torch import nn
 import attacks
 from snncertify import certify, exact
 from snncertify.gradmode import Relaxed
-from snncertify.training import load_digits_split, train_clean
 
 # every attack the suite can run by name (transfer needs a source: given below)
 ALL = ["fgsm", "pgd", "apgd-ce", "apgd-dlr", "square", "eot-pgd", "spike-search", "transfer"]
 
 
+@pytest.fixture
 def tie_only_model() -> tuple:
     """Integrate-and-fire outputs over T = 2 steps, current ``I``: class 0 (I = 2) fires twice;
     class 1 (I = 2 x_0) fires once for x_0 in (1/4, 1/2] and twice above; class 2 never.
@@ -38,8 +38,8 @@ def tie_only_model() -> tuple:
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_a_tie_counts_as_success_for_every_attack(name):
-    bnet, x, y = tie_only_model()
+def test_a_tie_counts_as_success_for_every_attack(name, tie_only_model):
+    bnet, x, y = tie_only_model
     clf = attacks.AttackableSNN(bnet)
     assert bool(clf.correct(x, y).all())
     kw = {"source": bnet} if name == "transfer" else {}
@@ -51,8 +51,8 @@ def test_a_tie_counts_as_success_for_every_attack(name):
     assert float((x_adv - x).abs().max()) <= 0.2 + 1e-6
 
 
-def test_tie_aware_logits_only_shift_the_true_class():
-    bnet, x, y = tie_only_model()
+def test_tie_aware_logits_only_shift_the_true_class(tie_only_model):
+    bnet, x, y = tie_only_model
     clf = attacks.AttackableSNN(bnet)
     tied = torch.tensor([[0.6, 0.3, 0.6, 0.5]] * 3)
     pgd = attacks.suite._TA["PGD"](clf, eps=0.1, alpha=0.01, steps=1)
@@ -78,16 +78,10 @@ def test_relaxed_mode_is_smooth_and_tends_to_the_exact_net(direct_model):
 
 
 @pytest.fixture(scope="module")
-def small_net():
+def small_net(train_digits):
     """digits 64-12-10, T = 3, clean-trained: small enough for the exact verifier."""
-    torch.manual_seed(7)
-    xtr, ytr, xte, yte = load_digits_split(seed=7)
-    net = nn.Sequential(nn.Linear(64, 12), snn.Leaky(beta=0.8, init_hidden=True),
-                        nn.Linear(12, 10), snn.Leaky(beta=0.8, init_hidden=True, output=True))
-    bnet = certify(net, 3, encoding="direct", readout="rate", seed=7)
-    train_clean(bnet, xtr, ytr, logit_scale=8.0, epochs=6, lr=1e-2, batch_size=100, seed=7,
-                progress=False)
-    return bnet, xte[:12], yte[:12]
+    m = train_digits("direct", epochs=6, seed=7, hidden=12, beta=0.8, num_steps=3)
+    return m.bnet, m.x[:12], m.y[:12]
 
 
 def test_default_suite_reaches_the_exact_truth_and_never_breaks_a_proof(small_net):
