@@ -203,14 +203,12 @@ class SpikeSearch(Attack):
         return best, bem, bsm
 
     def _values(self, x, lo, hi, shape) -> Tensor:
-        """Candidate values per coordinate ``[B, d, L]``."""
-        if self.clf.bnet.encoding.stochastic:
-            r = self.clf.eval_noise(x.reshape(x.shape[0], *shape)).reshape(
-                -1, x.shape[0], x.shape[1]).permute(1, 2, 0)  # [B, d, T]
-            inside = (r > lo[..., None]) & (r < hi[..., None])
-            return torch.cat([lo[..., None], hi[..., None], torch.where(inside, r, lo[..., None])], 2)
-        lv = torch.linspace(0, 1, self.options.levels, device=x.device, dtype=x.dtype)
-        return lo[..., None] + lv * (hi - lo)[..., None]
+        """Candidate values per coordinate ``[B, d, L]`` (the encoding's
+        :meth:`~snncertify.encoding.Encoding.search_values`)."""
+        noise = self.clf.eval_noise(x.reshape(x.shape[0], *shape))
+        r = None if noise is None else noise.reshape(
+            -1, x.shape[0], x.shape[1]).permute(1, 2, 0)  # [B, d, T]
+        return self.clf.bnet.encoding.search_values(lo, hi, r, self.options.levels)
 
     def _candidates(self, box: _Box, cur: Tensor, vals: Tensor, pick: Tensor) -> Tensor:
         """``[b, n, d]`` neighbours of ``cur`` ``[b, d]`` (in ``box``): coordinate moves on

@@ -123,6 +123,15 @@ class Encoding(ABC):
                grad: GradMode | None = None) -> tuple[Tensor, bool]:
         """First-layer input ``(z, static)``. ``grad`` forms encoder spikes and their gradient."""
 
+    def search_values(self, lo: Tensor, hi: Tensor, noise: Tensor | None,
+                      levels: int) -> Tensor:
+        """What a gradient-free attack may set each input coordinate to: candidate
+        values ``[B, d, L]`` inside its box ``lo, hi`` ``[B, d]`` (``noise``: the
+        encoder's draw per coordinate ``[B, d, T]``, or None). Default: ``levels``
+        evenly spaced values from ``lo`` to ``hi``."""
+        lv = torch.linspace(0, 1, levels, device=lo.device, dtype=lo.dtype)
+        return lo[..., None] + lv * (hi - lo)[..., None]
+
     def exact_encoder(self, x: Tensor) -> Tensor:
         """``x`` with the true encoder's input gradient (identity unless the encoder is a step)."""
         return x

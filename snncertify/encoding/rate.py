@@ -88,6 +88,15 @@ class Rate(Encoding):
                grad: GradMode | None = None) -> tuple[Tensor, bool]:
         return (grad or _OWN).encode_rate(x, noise), False
 
+    def search_values(self, lo: Tensor, hi: Tensor, noise: Tensor | None,
+                      levels: int) -> Tensor:
+        """For the fixed draw, only the draws inside ``(lo, hi)`` change a spike: the
+        candidates are ``lo``, ``hi`` and each of them (``lo`` where a draw is outside);
+        ``[B, d, 2 + T]``. ``levels`` is unused."""
+        inside = (noise > lo[..., None]) & (noise < hi[..., None])
+        return torch.cat([lo[..., None], hi[..., None],
+                          torch.where(inside, noise, lo[..., None])], 2)
+
     def exact_encoder(self, x: Tensor) -> Tensor:
         return _ZeroGrad.apply(x)
 
