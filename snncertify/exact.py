@@ -3,7 +3,7 @@
 ``method="exact"`` and :func:`verify` encode the unrolled network over the
 threat set as a MILP and solve it with SciPy's HiGHS (``scipy.optimize.milp``).
 
-The model (per sample, over all T steps and every ``snn.Leaky`` layer):
+The model (per sample, over all T steps and every neuron layer (``snn.Leaky``, ``snn.Synaptic``)):
 
 * inputs: direct: continuous ``x'`` in ``[clamp(x-eps, 0, 1), clamp(x+eps, 0, 1)]``
   (the same at every step); rate: for the FIXED noise draw ``r``, the input

@@ -1,6 +1,6 @@
 """Gradient modes: how a forward pass forms spikes, passed explicitly to the core forward.
 
-``BoundedSNN.forward(x, noise, grad=mode)`` hands ``mode`` to every Leaky and to
+``BoundedSNN.forward(x, noise, grad=mode)`` hands ``mode`` to every neuron layer (Leaky, Synaptic) and to
 the rate encoder for that call only: nothing is patched on the ops, so calls
 with different modes may run concurrently (attacks inside training loops,
 threads, DDP). ``grad=None`` is :class:`OwnSurrogate`, the network's own
@@ -9,8 +9,8 @@ threads, DDP). ``grad=None`` is :class:`OwnSurrogate`, the network's own
 Every mode but :class:`Relaxed` keeps the forward VALUES of the real network
 (strict Heaviside spikes, bit-identical scores) and changes only the backward:
 
-* :class:`OwnSurrogate`: each ``snn.Leaky``'s own ``spike_grad`` (BPTT).
-* :class:`Surrogate`: another spike function ``u -> H(u)`` for every Leaky.
+* :class:`OwnSurrogate`: each neuron's own ``spike_grad`` (BPTT).
+* :class:`Surrogate`: another spike function ``u -> H(u)`` for every neuron.
 * :class:`RateLaw`: the spikes' gradient is that of a rate law of the
   time-averaged input current (BPTR / RGA-style; formula in the class).
 
@@ -34,7 +34,7 @@ __all__ = ["GradMode", "OwnSurrogate", "RateLaw", "Relaxed", "Surrogate"]
 class GradMode:
     """Base: the network's own surrogate. Subclasses override the hooks below.
 
-    Hooks (``op`` is a ``LeakyOp``; tensors are ``[B, ...]`` per step):
+    Hooks (``op`` is a ``NeuronOp``; tensors are ``[B, ...]`` per step):
         spike(op, u): spikes from ``u = U - θ``.
         reset(op, s): the reset signal carried to the next step (detached).
         finish(op, cur, spikes): post-process a layer's T spikes (e.g. a gradient bump).
@@ -65,11 +65,11 @@ class GradMode:
 
 
 class OwnSurrogate(GradMode):
-    """Each ``snn.Leaky``'s own ``spike_grad`` (the default)."""
+    """Each neuron's own ``spike_grad`` (the default)."""
 
 
 class Surrogate(GradMode):
-    """Another spike function for every Leaky: ``fn(u)`` must be the strict
+    """Another spike function for every neuron: ``fn(u)`` must be the strict
     Heaviside ``u > 0`` in its values; only its backward differs."""
 
     def __init__(self, fn: Callable[[Tensor], Tensor], name: str = "surrogate") -> None:

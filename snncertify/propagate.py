@@ -193,6 +193,3 @@ def ends_in_neuron(ops: list[BoundOp]) -> bool:
             return op.stateful
     return False
 
-
-#: deprecated alias of :func:`ends_in_neuron`
-ends_in_leaky = ends_in_neuron

@@ -63,10 +63,10 @@ class BoundedSNN(nn.Module):
             parse_budget(memory_budget)  # validated now, resolved at each call
         self.net = net
         self.ops = parse_network(net)
-        if readout == "membrane" and not propagate.ends_in_leaky(self.ops):
+        if readout == "membrane" and not propagate.ends_in_neuron(self.ops):
             tail = [op for op in self.ops if not isinstance(op, IdentityOp)][-1]
             raise ValueError(
-                f"readout='membrane' needs the network to end with snn.Leaky, it ends with {tail.name}"
+                f"readout='membrane' needs the network to end with snn.Leaky or snn.Synaptic, it ends with {tail.name}"
             )
         self.num_steps = num_steps
         self.encoding = encoding
@@ -123,7 +123,7 @@ class BoundedSNN(nn.Module):
     def trace(
         self, x: Tensor, noise: Tensor | None = None, grad: GradMode | None = None
     ) -> tuple[Tensor, Propagation]:
-        """Forward pass that also returns every Leaky's currents, membranes and spikes."""
+        """Forward pass that also returns every neuron layer's currents, membranes and spikes."""
         noise = self.prepare(x, noise)
         z, static = self.encoding.encode(x, noise, grad)
         prop = propagate.forward(self.ops, z, static, self.steps_for(x), grad)
@@ -135,7 +135,7 @@ class BoundedSNN(nn.Module):
         """Scores ``[B, K]`` from a fresh state, bit-identical to the snnTorch net.
 
         ``grad`` (:mod:`snncertify.gradmode`) chooses the backward for this call
-        only (None: each Leaky's own surrogate); a :class:`~snncertify.gradmode.Relaxed`
+        only (None: each neuron's own surrogate); a :class:`~snncertify.gradmode.Relaxed`
         mode changes the values too (a smooth stand-in, never a prediction).
         """
         return self.trace(x, noise, grad)[0]
@@ -146,7 +146,7 @@ class BoundedSNN(nn.Module):
         return self.encoding.threat(eps, self.batch_size(x))
 
     def interval_propagation(self, x: Tensor, threat: Threat, noise: Tensor | None) -> Propagation:
-        """S-IBP with every Leaky's bounds recorded (``x``, ``noise`` already checked).
+        """S-IBP with every neuron layer's bounds recorded (``x``, ``noise`` already checked).
 
         A point threat (eps = 0, no flips) returns the forward pass itself
         (in train mode: of the function the bounds bound, see the class docstring).

@@ -189,7 +189,7 @@ def test_bad_certify_arguments_raise_clear_value_error(fc_net):
         certify(fc_net(), 4, readout="max")
     with pytest.raises(ValueError, match="num_steps"):
         certify(fc_net(), 0)
-    with pytest.raises(ValueError, match="end with snn.Leaky"):
+    with pytest.raises(ValueError, match="end with snn.Leaky or snn.Synaptic"):
         certify(nn.Sequential(nn.Linear(4, 4), snn.Leaky(beta=0.5, init_hidden=True),
                               nn.Linear(4, 2)), 3, readout="membrane")
     bnet = certify(fc_net(), 4, encoding="rate")
