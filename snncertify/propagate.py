@@ -192,4 +192,3 @@ def ends_in_neuron(ops: list[BoundOp]) -> bool:
         if not isinstance(op, IdentityOp):
             return op.stateful
     return False
-
