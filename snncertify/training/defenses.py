@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..loss_bound import FUSED_METHODS, LOSSES, robust_ce
 from ..wrapper import BoundedSNN
 from .options import check, option, public_name
 
@@ -81,11 +82,13 @@ def _linear_ramp(progress: float, ramp: float) -> float:
 
 @dataclasses.dataclass
 class Certified(Defense):
-    """``kappa * CE(clean) + (1 - kappa) * CE(-margin lower bounds)`` (IBP / CROWN-IBP training).
+    """``kappa * CE(clean) + (1 - kappa) * (upper bound of the worst-case CE)`` (IBP / CROWN-IBP
+    training).
 
-    The worst-case logits are ``z_j = -m_j`` with ``m_j`` the lower bound of
-    ``score_y - score_j`` (Gowal et al. 2018; Zhang et al. 2020; the S-IBP
-    training of Liang et al. 2022). eps ramps linearly from 0 to ``eps`` over
+    ``robust_loss="margins"``: the worst-case logits are ``z_j = -m_j`` with ``m_j`` the
+    lower bound of ``score_y - score_j`` (Gowal et al. 2018; Zhang et al. 2020; the S-IBP
+    training of Liang et al. 2022). ``"fused"``: one linear row bounds the CE itself
+    (:mod:`snncertify.loss_bound`), with the memory of one row instead of K - 1. eps ramps linearly from 0 to ``eps`` over
     the first ``ramp`` fraction of training, after ``warmup`` (clean only);
     kappa goes from 1 to ``kappa_end`` with the same ramp. ``cert_steps``
     (optional, < T) bounds a network run for fewer steps than inference, as
@@ -99,6 +102,9 @@ class Certified(Defense):
     ramp: float = option("fraction of training to ramp eps", 0.5)
     warmup: float = option("clean-only fraction before the ramp", 0.0)
     cert_steps: int | None = option("time steps of the bound term (None: T)", None)
+    robust_loss: str = option(
+        "bound of the worst-case CE: 'margins' (K-1 margin rows) or 'fused' (one linear row, "
+        "loss fusion; crown-ibp only)", "margins", choices=LOSSES)
 
     name = "certified"
 
@@ -110,6 +116,9 @@ class Certified(Defense):
             raise ValueError("need 0 <= kappa_end <= 1, 0 <= warmup < 1, 0 <= ramp <= 1")
         if self.cert_steps is not None and self.cert_steps < 1:
             raise ValueError(f"cert_steps must be >= 1, got {self.cert_steps}")
+        if self.robust_loss == "fused" and self.method not in FUSED_METHODS:
+            raise ValueError(f"robust_loss='fused' bounds through {list(FUSED_METHODS)}, "
+                             f"not bound_method={self.method!r}")
 
     def schedule(self, progress: float) -> tuple[float, float]:
         """``(eps, kappa)`` at ``progress``."""
@@ -128,8 +137,8 @@ class Certified(Defense):
             return clean
         cnet = self.bound_net(bnet)
         cnoise = None if noise is None else noise[: cnet.num_steps]
-        margins = cnet.margin_bounds(x, y, eps, method=self.method, noise=cnoise)
-        worst = F.cross_entropy(-self.logit_scale * margins, y)
+        worst = robust_ce(cnet, x, y, eps, self.method, cnoise, self.logit_scale,
+                          self.robust_loss, reduction="mean")
         return kappa * clean + (1 - kappa) * worst
 
 
