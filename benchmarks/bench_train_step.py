@@ -1,13 +1,17 @@
 """Cost of one certified-training step relative to a clean step, per architecture.
 
-For each named architecture (fresh seeded weights, its own T, direct input):
-one optimiser step (forward + backward + Adam) of clean training, of IBP
-certified training and of CROWN-IBP certified training, with the K-1 margin rows and
-with the fused one-row loss (the ``Certified`` defense at full eps, kappa at its end
-value), on a batch of uniform noise
-images; best of ``--repeats`` after a warm-up, on ``--threads`` threads.
-A CROWN-IBP step that the memory budget refuses is reported as refused
-with the planner's message. Prints a table and writes CSV + Markdown.
+For each named architecture (fresh seeded weights, its own T, direct input): one
+optimiser step (forward + backward + Adam) of clean training, of IBP certified
+training and of CROWN-IBP certified training, with the K-1 margin rows and with the
+fused one-row loss, alone and with the 2 likeliest classes on their own rows
+(``snncertify.loss_bound``; the ``Certified`` defense at full eps,
+kappa at its end value), on a batch of uniform noise images; best of ``--repeats``
+after a warm-up, on ``--threads`` threads. Each (architecture, step) runs in a fresh
+process, so its peak resident memory (MiB, the process's high-water mark, less the
+memory it held before the first step) is its own; beside it, the memory planner's
+estimate of what autograd keeps for the bound (``snncertify.budget``). A step the
+memory budget refuses is reported as refused with the planner's message. Prints a
+table and writes CSV + Markdown.
 
     python benchmarks/bench_train_step.py [--archs mnist-fc mnist-conv cifar-conv]
         [--batch 64] [--eps 0.1] [--repeats 3] [--threads 1] [--out runs/train_step]
@@ -16,23 +20,56 @@ with the planner's message. Prints a table and writes CSV + Markdown.
 from __future__ import annotations
 
 import argparse
+import multiprocessing as mp
+import resource
 import time
 from pathlib import Path
 
 import torch
 
 from snncertify import MemoryBudgetError, certify
+from snncertify.methods import method_cost
 from snncertify.report import write_csv, write_markdown
 from snncertify.training import ARCHS, build_arch
 from snncertify.training.defenses import Certified, Clean
 
-#: (bound method, robust loss) of each certified column
-VARIANTS = (("ibp", "margins"), ("crown-ibp", "margins"), ("crown-ibp", "fused"))
+#: step name -> (bound method, robust loss, fused_rows); None: the clean step
+VARIANTS: dict[str, tuple[str, str, int] | None] = {
+    "clean": None,
+    "ibp": ("ibp", "margins", 0),
+    "crown-ibp (margin rows)": ("crown-ibp", "margins", 0),
+    "crown-ibp (fused, 1 row)": ("crown-ibp", "fused", 0),
+    "crown-ibp (fused, 2 kept + 1 row)": ("crown-ibp", "fused", 2),
+}
 
 
-def step_seconds(bnet, defense, x, y, repeats: int) -> float:
-    """Best wall time of one training step (loss, backward, Adam step)."""
+def peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def kept_estimate_mib(bnet, x, method: str, loss: str, top: int) -> float:
+    """The planner's bytes autograd keeps for the bound term, in MiB."""
+    rows = top + 1 if loss == "fused" else bnet.num_classes(x)
+    return x.shape[0] * method_cost(method)(bnet.sizes(x), rows).kept_per_sample / 2**20
+
+
+def cell(arch: str, variant: str, batch: int, eps: float, repeats: int, threads: int) -> dict:
+    """One (architecture, step) measurement; run in a fresh process."""
+    torch.set_num_threads(threads)
+    spec = ARCHS[arch]
+    torch.manual_seed(0)
+    bnet = certify(build_arch(arch), spec.num_steps)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand((batch, *spec.input_shape), generator=gen)
+    y = torch.randint(0, 10, (batch,), generator=gen)
+    bound = VARIANTS[variant]
+    defense = Clean() if bound is None else Certified(
+        eps=eps, method=bound[0], ramp=0.0, robust_loss=bound[1], fused_rows=bound[2])
     opt = torch.optim.Adam(bnet.parameters(), lr=1e-3)
+    row = {"arch": arch, "T": spec.num_steps, "batch": batch, "step": variant}
+    if bound is not None:
+        row["kept_estimate_mib"] = round(kept_estimate_mib(bnet, x, *bound), 1)
+    base = peak_mib()
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -40,40 +77,30 @@ def step_seconds(bnet, defense, x, y, repeats: int) -> float:
         loss.backward()
         opt.step()
 
-    step()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def bench_arch(name: str, args) -> dict:
-    spec = ARCHS[name]
-    torch.manual_seed(0)
-    bnet = certify(build_arch(name), spec.num_steps)
-    gen = torch.Generator().manual_seed(0)
-    x = torch.rand((args.batch, *spec.input_shape), generator=gen)
-    y = torch.randint(0, 10, (args.batch,), generator=gen)
-    row = {"arch": name, "T": spec.num_steps, "batch": args.batch}
-    row["clean_s"] = step_seconds(bnet, Clean(), x, y, args.repeats)
-    for method, loss in VARIANTS:
-        key = method if loss == "margins" else f"{method} {loss}"
-        defense = Certified(eps=args.eps, method=method, ramp=0.0, robust_loss=loss)
-        try:
-            row[f"{key}_s"] = step_seconds(bnet, defense, x, y, args.repeats)
-        except MemoryBudgetError as err:
-            row[f"{key}_s"] = None
-            row[f"{key}_note"] = str(err).split(":")[0]
+    try:
+        step()  # warm-up
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            step()
+            best = min(best, time.perf_counter() - start)
+        row["seconds"] = best
+        row["peak_mib"] = round(peak_mib() - base, 1)
+    except MemoryBudgetError as err:
+        row["seconds"] = None
+        row["note"] = str(err).split(":")[0]
     return row
 
 
-def fmt(row: dict, method: str) -> str:
-    t = row[f"{method}_s"]
-    if t is None:
-        return f"refused ({row[f'{method}_note']})"
-    return f"{t:.3f} s ({t / row['clean_s']:.1f}x clean)"
+def run_cell(*args) -> dict:
+    with mp.get_context("spawn").Pool(1, maxtasksperchild=1) as pool:
+        return pool.apply(cell, args)
+
+
+def fmt(row: dict, clean_s: float) -> str:
+    if row["seconds"] is None:
+        return f"refused ({row['note']})"
+    return f"{row['seconds']:.3f} s ({row['seconds'] / clean_s:.1f}x clean)"
 
 
 def main() -> None:
@@ -85,23 +112,23 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default="runs/train_step")
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
-    rows = []
-    for name in args.archs:
-        row = bench_arch(name, args)
-        rows.append(row)
-        print(f"{name} (T {row['T']}, batch {row['batch']}): clean {row['clean_s']:.3f} s, "
-              f"ibp {fmt(row, 'ibp')}, crown-ibp {fmt(row, 'crown-ibp')}, "
-              f"crown-ibp fused {fmt(row, 'crown-ibp fused')}", flush=True)
-    table = [{"arch": r["arch"], "T": r["T"], "clean step (s)": f"{r['clean_s']:.3f}",
-              "IBP step": fmt(r, "ibp"), "CROWN-IBP step (margin rows)": fmt(r, "crown-ibp"),
-              "CROWN-IBP step (fused, one row)": fmt(r, "crown-ibp fused")} for r in rows]
+    table = []
+    for arch in args.archs:
+        rows = [run_cell(arch, v, args.batch, args.eps, args.repeats, args.threads)
+                for v in VARIANTS]
+        clean_s = rows[0]["seconds"]
+        for r in rows:
+            line = {"arch": arch, "T": r["T"], "step": r["step"], "time": fmt(r, clean_s),
+                    "peak MiB": r.get("peak_mib", ""),
+                    "planner: kept MiB": r.get("kept_estimate_mib", "")}
+            table.append(line)
+            print("  ".join(f"{k} {v}" for k, v in line.items()), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(table, out / "train_step.csv")
     write_markdown(table, out / "train_step.md",
                    title=f"One training step, batch {args.batch}, {args.threads} thread(s), "
-                         f"eps {args.eps}, best of {args.repeats}")
+                         f"eps {args.eps}, best of {args.repeats}, a fresh process each")
     print(f"wrote {out / 'train_step.csv'} and {out / 'train_step.md'}")
 
 

@@ -88,7 +88,8 @@ class Certified(Defense):
     ``robust_loss="margins"``: the worst-case logits are ``z_j = -m_j`` with ``m_j`` the
     lower bound of ``score_y - score_j`` (Gowal et al. 2018; Zhang et al. 2020; the S-IBP
     training of Liang et al. 2022). ``"fused"``: one linear row bounds the CE itself
-    (:mod:`snncertify.loss_bound`), with the memory of one row instead of K - 1. eps ramps linearly from 0 to ``eps`` over
+    (:mod:`snncertify.loss_bound`), with the memory of one row instead of K - 1
+    (``fused_rows = r``: the r likeliest classes keep their margin row, r + 1 rows). eps ramps linearly from 0 to ``eps`` over
     the first ``ramp`` fraction of training, after ``warmup`` (clean only);
     kappa goes from 1 to ``kappa_end`` with the same ramp. ``cert_steps``
     (optional, < T) bounds a network run for fewer steps than inference, as
@@ -105,6 +106,9 @@ class Certified(Defense):
     robust_loss: str = option(
         "bound of the worst-case CE: 'margins' (K-1 margin rows) or 'fused' (one linear row, "
         "loss fusion; crown-ibp only)", "margins", choices=LOSSES)
+    fused_rows: int = option(
+        "with robust_loss='fused': classes (highest IBP bound first) that keep their own "
+        "margin row; the others share the fused row", 0)
 
     name = "certified"
 
@@ -119,6 +123,9 @@ class Certified(Defense):
         if self.robust_loss == "fused" and self.method not in FUSED_METHODS:
             raise ValueError(f"robust_loss='fused' bounds through {list(FUSED_METHODS)}, "
                              f"not bound_method={self.method!r}")
+        if self.fused_rows < 0 or (self.fused_rows and self.robust_loss != "fused"):
+            raise ValueError(f"fused_rows must be >= 0 and applies to robust_loss='fused', "
+                             f"got {self.fused_rows} with robust_loss={self.robust_loss!r}")
 
     def schedule(self, progress: float) -> tuple[float, float]:
         """``(eps, kappa)`` at ``progress``."""
@@ -138,7 +145,7 @@ class Certified(Defense):
         cnet = self.bound_net(bnet)
         cnoise = None if noise is None else noise[: cnet.num_steps]
         worst = robust_ce(cnet, x, y, eps, self.method, cnoise, self.logit_scale,
-                          self.robust_loss, reduction="mean")
+                          self.robust_loss, reduction="mean", top_rows=self.fused_rows)
         return kappa * clean + (1 - kappa) * worst
 
 

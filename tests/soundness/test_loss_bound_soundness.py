@@ -47,8 +47,8 @@ def perturbed_ce(bnet, net, spec, x, y, noise, eps, mask, scale: float) -> torch
 
 @SETTINGS
 @given(spec=net_specs(max_steps=5), eps=st.sampled_from([0.01, 0.05, 0.2]),
-       scale=st.sampled_from([1.0, 10.0]))
-def test_robust_ce_bounds_hold_on_random_networks(spec, eps, scale):
+       scale=st.sampled_from([1.0, 10.0]), top=st.sampled_from([1, 3]))
+def test_robust_ce_bounds_hold_on_random_networks(spec, eps, scale, top):
     net, in_shape = build(spec)
     bnet = certify(net, spec.num_steps, encoding=spec.encoding, readout=spec.readout)
     x = sample_input(spec.encoding, in_shape, BATCH, spec.num_steps, spec.seed)
@@ -66,11 +66,14 @@ def test_robust_ce_bounds_hold_on_random_networks(spec, eps, scale):
         bounds = {(m, loss): robust_ce(bnet, x, y, threat, m, noise, scale, loss).double()
                   for m, loss in (("ibp", "margins"), ("crown-ibp", "margins"),
                                   ("crown-ibp", "fused"))}
+        bounds["fused", top] = robust_ce(bnet, x, y, threat, "crown-ibp", noise, scale,
+                                         "fused", top_rows=top).double()
     worst = perturbed_ce(bnet, net, spec, x, y, noise, eps, mask, scale).amax(0)
     for key, bound in bounds.items():
         assert (worst <= bound * (1 + CE_RTOL) + CE_ATOL).all(), f"{key}: CE {worst.tolist()} above {bound.tolist()}"
-    fused, ibp = bounds["crown-ibp", "fused"], bounds["ibp", "margins"]
-    assert (fused <= ibp * (1 + 1e-5) + 1e-6).all()
+    ibp = bounds["ibp", "margins"]
+    for key in (("crown-ibp", "fused"), ("fused", top)):
+        assert (bounds[key] <= ibp * (1 + 1e-5) + 1e-6).all(), key
 
 
 @pytest.mark.parametrize("readout", ["rate", "count"])
@@ -82,6 +85,20 @@ def test_fused_bound_is_the_cross_entropy_at_a_point(fc_net, unit_inputs, readou
     fused = robust_ce(bnet, x, y, 0.0, "crown-ibp", logit_scale=10, loss="fused")
     assert torch.allclose(fused, ce, rtol=1e-5, atol=1e-6)
     assert (fused >= ce).all()
+
+
+def test_fused_with_every_class_kept_is_the_margin_loss(fc_net, unit_inputs):
+    bnet = certify(fc_net(16, 12, 5), 4)
+    x = unit_inputs(6, 16, seed=4)
+    y = torch.arange(6) % 5
+    with torch.no_grad():
+        margins = robust_ce(bnet, x, y, 0.05, "crown-ibp", logit_scale=10)
+        every = robust_ce(bnet, x, y, 0.05, "crown-ibp", logit_scale=10, loss="fused",
+                          top_rows=4)  # K - 1 = 4 classes: no shared row is left
+        more = robust_ce(bnet, x, y, 0.05, "crown-ibp", logit_scale=10, loss="fused",
+                         top_rows=10)
+    assert torch.allclose(every, margins, rtol=1e-5, atol=1e-6)
+    assert torch.equal(more, every)
 
 
 def test_chord_lies_above_exp_on_its_interval():
@@ -121,5 +138,9 @@ def test_robust_ce_refuses_what_it_cannot_do(fc_net, unit_inputs):
         robust_ce(bnet, x, y, 0.05, "ibp", loss="fused")
     with pytest.raises(ValueError, match="unknown robust loss"):
         robust_ce(bnet, x, y, 0.05, loss="sum")
+    with pytest.raises(ValueError, match="top_rows"):
+        robust_ce(bnet, x, y, 0.05, top_rows=2)
+    with pytest.raises(ValueError, match="top_rows"):
+        robust_ce(bnet, x, y, 0.05, loss="fused", top_rows=-1)
     with pytest.raises(ValueError, match="logit_scale"):
         robust_ce(bnet, x, y, 0.05, logit_scale=0)
