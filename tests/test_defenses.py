@@ -255,3 +255,28 @@ def test_ddp_through_torchrun_trains_and_records_the_world(tmp_path):
             assert not torch.equal(ddp[k], start[k]), k
     cfg = json.loads((tmp_path / "ddp" / "config.json").read_text())
     assert cfg["world_size"] == 2 and len(cfg["history"]["loss"]) == 1
+
+
+def test_certified_robust_losses_mix_and_fuse_as_configured():
+    torch.manual_seed(0)
+    bnet = certify(build_arch("digits-fc"), 4)
+    gen = torch.Generator().manual_seed(1)
+    x, y = torch.rand(8, 64, generator=gen), torch.randint(0, 10, (8,), generator=gen)
+    mixed = Certified(0.1, "crown-ibp", ramp=0.5, kappa_end=0.0, linear_end=0.0)
+    ibp = Certified(0.1, "ibp", ramp=0.5, kappa_end=0.0)
+    linear = Certified(0.1, "crown-ibp", ramp=0.5, kappa_end=0.0)
+    assert mixed.linear_weight(0.0) == 1.0 and mixed.linear_weight(0.25) == 0.5
+    assert mixed.linear_weight(0.9) == 0.0 and linear.linear_weight(0.9) == 1.0
+    with torch.no_grad():
+        # past the ramp the mix is IBP training exactly; half-way, the mean of the two bounds
+        assert torch.equal(mixed.loss(bnet, x, y, None, 0.9), ibp.loss(bnet, x, y, None, 0.9))
+        half = mixed.loss(bnet, x, y, None, 0.25)
+        both = 0.5 * ibp.loss(bnet, x, y, None, 0.25) + 0.5 * linear.loss(bnet, x, y, None, 0.25)
+        assert torch.allclose(half, both, rtol=1e-6)
+        fused = Certified(0.1, "crown-ibp", kappa_end=0.0, robust_loss="fused", ramp=0.0)
+        assert fused.loss(bnet, x, y, None, 0.9) <= ibp.loss(bnet, x, y, None, 0.9) + 1e-5
+    for bad in ({"method": "ibp", "linear_end": 0.5}, {"linear_end": 1.5},
+                {"robust_loss": "fused", "method": "ibp"}, {"fused_rows": 2},
+                {"robust_loss": "fused", "fused_rows": -1}):
+        with pytest.raises(ValueError):
+            Certified(0.1, **({"method": "crown-ibp"} | bad))

@@ -109,6 +109,9 @@ class Certified(Defense):
     fused_rows: int = option(
         "with robust_loss='fused': classes (highest IBP bound first) that keep their own "
         "margin row; the others share the fused row", 0)
+    linear_end: float = option(
+        "crown-ibp: weight of the linear bound's loss at the end of the ramp, from 1 (the rest "
+        "is IBP's; Zhang et al. 2020's beta schedule)", 1.0)
 
     name = "certified"
 
@@ -123,6 +126,9 @@ class Certified(Defense):
         if self.robust_loss == "fused" and self.method not in FUSED_METHODS:
             raise ValueError(f"robust_loss='fused' bounds through {list(FUSED_METHODS)}, "
                              f"not bound_method={self.method!r}")
+        if not 0 <= self.linear_end <= 1 or (self.linear_end != 1 and self.method == "ibp"):
+            raise ValueError(f"linear_end must be in [0, 1] and applies to crown-ibp, got "
+                             f"{self.linear_end} with bound_method={self.method!r}")
         if self.fused_rows < 0 or (self.fused_rows and self.robust_loss != "fused"):
             raise ValueError(f"fused_rows must be >= 0 and applies to robust_loss='fused', "
                              f"got {self.fused_rows} with robust_loss={self.robust_loss!r}")
@@ -131,8 +137,15 @@ class Certified(Defense):
         """``(eps, kappa)`` at ``progress``."""
         if progress < self.warmup:
             return 0.0, 1.0
-        r = _linear_ramp((progress - self.warmup) / (1 - self.warmup), self.ramp)
+        r = self._ramp(progress)
         return self.eps * r, 1.0 - r * (1.0 - self.kappa_end)
+
+    def _ramp(self, progress: float) -> float:
+        return _linear_ramp((progress - self.warmup) / (1 - self.warmup), self.ramp)
+
+    def linear_weight(self, progress: float) -> float:
+        """Weight of the linear bound's loss at ``progress`` (1 -> ``linear_end``)."""
+        return 1.0 - max(self._ramp(progress), 0.0) * (1.0 - self.linear_end)
 
     def bound_net(self, bnet: BoundedSNN) -> BoundedSNN:
         return bnet if self.cert_steps is None else bnet.with_steps(self.cert_steps)
@@ -144,8 +157,14 @@ class Certified(Defense):
             return clean
         cnet = self.bound_net(bnet)
         cnoise = None if noise is None else noise[: cnet.num_steps]
-        worst = robust_ce(cnet, x, y, eps, self.method, cnoise, self.logit_scale,
-                          self.robust_loss, reduction="mean", top_rows=self.fused_rows)
+        w = self.linear_weight(progress)
+        worst = 0.0
+        if w > 0:  # a convex combination of two upper bounds is one
+            worst = w * robust_ce(cnet, x, y, eps, self.method, cnoise, self.logit_scale,
+                                  self.robust_loss, reduction="mean", top_rows=self.fused_rows)
+        if w < 1:
+            worst = worst + (1 - w) * robust_ce(cnet, x, y, eps, "ibp", cnoise,
+                                                self.logit_scale, reduction="mean")
         return kappa * clean + (1 - kappa) * worst
 
 
