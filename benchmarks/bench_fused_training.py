@@ -34,7 +34,8 @@ def describe(cfg: dict) -> str:
         return cfg["defense"]
     loss = p.get("robust_loss", "margins")
     rows = f", {p['fused_rows']} kept rows" if p.get("fused_rows") else ""
-    return f"{p['method']} ({loss}{rows})"
+    mix = f", to {p['linear_end']:g} linear + IBP" if p.get("linear_end", 1.0) < 1 else ""
+    return f"{p['method']} ({loss}{rows}{mix})"
 
 
 def measure(name: str, bnet, cfg: dict, card: dict, data_root: str) -> dict:
