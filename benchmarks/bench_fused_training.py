@@ -52,8 +52,7 @@ def measure(name: str, bnet, cfg: dict, card: dict, data_root: str) -> dict:
     for r in res:
         if r["attack"].startswith("certified ("):
             row[f"verified {attacks.certified_method(r['attack'])} %"] = percent(r["accuracy"])
-    secs = cfg.get("metrics", {}).get("epoch_seconds_mean") or card["training"].get(
-        "epoch_seconds_mean")
+    secs = cfg.get("metrics", {}).get("epoch_seconds_mean", cfg.get("epoch_seconds_mean"))
     row["s/epoch (1 thread)"] = round(secs, 1) if secs else ""
     return row
 

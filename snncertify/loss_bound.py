@@ -84,15 +84,8 @@ def robust_ce(bnet, x: Tensor, y: Tensor, eps, method: str = "crown-ibp",
     noise = bnet.prepare(x, noise)
     threat = bnet.threat(x, eps)
     plan = bnet.plan(x, C, method, need_upper=False)
-    batch = bnet.batch_size(x)
-    parts = []
-    for i in range(0, batch, max(plan.batch, 1)):
-        sl = slice(i, i + plan.batch)
-        th = threat if plan.batch >= batch else threat.take(sl, x.ndim)
-        parts.append(_fused(bnet, bnet.encoding.take(x, sl), y[sl], th,
-                            None if noise is None else noise[:, sl], logit_scale, method, plan,
-                            top_rows))
-    out = torch.cat(parts)
+    out = torch.cat([_fused(bnet, xc, y[sl], tc, nc, logit_scale, method, plan, top_rows)
+                     for sl, xc, tc, nc in bnet.split(x, threat, noise, plan, method)])
     return out.mean() if reduction == "mean" else out
 
 
@@ -127,8 +120,9 @@ def _fused(bnet, x: Tensor, y: Tensor, threat: Threat, noise: Tensor | None, sca
     c = scale * slope
     c = c - c.sum(1, keepdim=True) * (~others)
     b = icpt - (slope * shift).sum(1)  # slope sums over the shared classes only
+    cap = (hi.exp() * rest).sum(1)  # IBP's bound of the shared classes' sum
     # the rounding of the chords and of c @ scores + b: relative to the terms' size
-    mag = (hi.exp() * rest + slope * torch.maximum(lo.abs(), hi.abs())).sum(1)
+    mag = cap + (slope * torch.maximum(lo.abs(), hi.abs())).sum(1)
     eye = torch.eye(s_lo.shape[1], dtype=s_lo.dtype, device=s_lo.device)
     # rows: e_y - e_j for the top classes (margins), then -c (minus the fused row's upper bound)
     C = torch.cat([eye[y].unsqueeze(1) - eye[top], (-c).unsqueeze(1)], dim=1)
@@ -138,7 +132,7 @@ def _fused(bnet, x: Tensor, y: Tensor, threat: Threat, noise: Tensor | None, sca
         low = torch.maximum(output_lower(bnet, problem, bounds, C), low)
     kept = (-scale * low[:, :top_rows] - shift).exp().sum(1)  # exp(-s m_j - shift), top j
     shared = b - low[:, top_rows]  # >= sum over the shared j of exp(s d_j - shift)
-    shared = torch.minimum(shared, (hi.exp() * rest).sum(1)) + _PAD * mag  # capped by IBP's
+    shared = torch.minimum(shared, cap) + _PAD * mag
     shift = shift.squeeze(1)
     return shift + torch.log(torch.exp(-shift) + kept + shared)
 

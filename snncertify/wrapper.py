@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
@@ -201,22 +202,35 @@ class BoundedSNN(nn.Module):
         noise = self.prepare(x, noise)
         threat = self.threat(x, eps)
         plan = self.plan(x, C, method, need_upper, memory_budget)
+        parts = [call_method(method, self, xc, tc, nc, None if C is None else C[sl],
+                             need_upper, plan)
+                 for sl, xc, tc, nc in self.split(x, threat, noise, plan, method)]
+        if len(parts) == 1:
+            return parts[0]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def split(self, x: Tensor, threat: Threat, noise: Tensor | None, plan: Plan, method: str
+              ) -> Iterator[tuple[slice, Tensor, Threat, Tensor | None]]:
+        """The batch chunks ``(slice, x, threat, noise)`` of a bound call that ``plan``
+        sizes: the whole call, untouched, when it fits in one.
+
+        Raises:
+            MemoryBudgetError: a batch that must be split while the network normalises by
+                batch statistics (train mode), which chunks would change.
+        """
         batch = self.batch_size(x)
         if plan.batch >= batch:
-            return call_method(method, self, x, threat, noise, C, need_upper, plan)
+            yield slice(None), x, threat, noise
+            return
         if self.batch_dependent():
             raise MemoryBudgetError(
                 f"method {method!r} in train mode (batch statistics) cannot be split into "
                 f"chunks, and a batch of {batch} does not fit the memory budget: use a "
                 "smaller batch or a larger memory_budget")
-        parts = []
         for i in range(0, batch, plan.batch):
             sl = slice(i, i + plan.batch)
-            parts.append(call_method(
-                method, self, self.encoding.take(x, sl), threat.take(sl, x.ndim),
-                None if noise is None else noise[:, sl], None if C is None else C[sl],
-                need_upper, plan))
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+            yield (sl, self.encoding.take(x, sl), threat.take(sl, x.ndim),
+                   None if noise is None else noise[:, sl])
 
     def sizes(self, x: Tensor) -> Sizes:
         """Per-sample layer sizes on inputs like ``x`` (cached per sample shape)."""

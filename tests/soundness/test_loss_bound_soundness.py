@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from netgen import build, net_specs, perturbations, reference, sample_input
 
 from snncertify import certify
+from snncertify.budget import Plan
 from snncertify.loss_bound import chord, robust_ce
 
 BATCH = 3
@@ -144,3 +145,14 @@ def test_robust_ce_refuses_what_it_cannot_do(fc_net, unit_inputs):
         robust_ce(bnet, x, y, 0.05, loss="fused", top_rows=-1)
     with pytest.raises(ValueError, match="logit_scale"):
         robust_ce(bnet, x, y, 0.05, logit_scale=0)
+
+
+def test_fused_bound_is_chunked_as_the_bounds_are(bn_net, unit_inputs, monkeypatch):
+    bnet = certify(bn_net(), 4).eval()
+    x, y = unit_inputs(6, 16, seed=5), torch.tensor([0, 1, 2, 3, 4, 0])
+    whole = robust_ce(bnet, x, y, 0.05, "crown-ibp", logit_scale=10, loss="fused", top_rows=1)
+    plan = bnet.plan(x, bnet.margin_spec(x, y)[:, :2], "crown-ibp", need_upper=False)
+    monkeypatch.setattr(type(bnet), "plan", lambda self, *a, **k: Plan(
+        2, plan.rows, plan.budget, plan.per_row))
+    chunked = robust_ce(bnet, x, y, 0.05, "crown-ibp", logit_scale=10, loss="fused", top_rows=1)
+    assert torch.allclose(chunked, whole, rtol=1e-6, atol=1e-7)
