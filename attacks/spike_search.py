@@ -23,6 +23,15 @@ found the samples those attacks missed was:
    the plateaus where the exact margin is flat. Restarts begin at the relaxed
    PGD point and then at random box corners.
 
+3. **MILP neighbourhoods** (small networks only). From each sample still
+   unbroken, :func:`snncertify.falsify.falsify` asks the exact verifier's MILP
+   for a counterexample: first with the point's spikes kept except the output
+   layer's and the hidden ones nearest the threshold, then with every spike
+   free, within ``milp_budget`` seconds per sample. It runs only on networks of
+   at most ``milp_neuron_steps`` neurons times steps (the digits nets, not the
+   MNIST ones) and only on samples the first two phases left; every witness is
+   re-run through the real network.
+
 A sample counts as broken when its exact margin is ``<= 0``: a tie is a
 success (the project's criterion: a tie is never a correct prediction). The
 search stops per sample at its first success, and a restart stops per sample
@@ -45,6 +54,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from snncertify.falsify import FalsifyOptions, falsify
 from snncertify.gradmode import Relaxed
 from snncertify.methods import get_method
 
@@ -77,6 +87,8 @@ class SearchOptions:
         prove: the bound method (``BoundedSNN.certify``) whose certified samples are not
             searched; None searches every sample.
         max_candidates: forward passes per batched call (bounds memory).
+        milp_budget: seconds per sample of the MILP phase (0 skips it).
+        milp_neuron_steps: the largest network (neurons times steps) the MILP phase runs on.
     """
 
 
@@ -92,12 +104,15 @@ class SearchOptions:
     patience: int = 10
     prove: str | None = "crown-ibp"
     max_candidates: int = 16384
+    milp_budget: float = 5.0
+    milp_neuron_steps: int = 2000
 
     def __post_init__(self) -> None:
         if (self.pgd_steps < 0 or self.restarts < 0 or self.iters < 0 or self.levels < 2
-                or self.line < 0 or self.coords < 1 or self.patience < 1):
-            raise ValueError("SpikeSearch: pgd_steps, restarts, iters, line >= 0, levels >= 2, "
-                             "coords >= 1, patience >= 1")
+                or self.line < 0 or self.coords < 1 or self.patience < 1
+                or self.milp_budget < 0 or self.milp_neuron_steps < 1):
+            raise ValueError("SpikeSearch: pgd_steps, restarts, iters, line, milp_budget >= 0, "
+                             "levels >= 2, coords, patience, milp_neuron_steps >= 1")
         if self.prove is not None:
             try:
                 get_method(self.prove)
@@ -334,4 +349,16 @@ class SpikeSearch(Attack):
             upd = _lex_better(em, sm, bem[alive], bsm[alive])
             idx = alive[upd]
             best[idx], bem[idx], bsm[idx] = cur[upd], em[upd], sm[upd]
-        return best.reshape(x.shape)
+        best = best.reshape(x.shape)
+        alive = (bem > 0).nonzero().squeeze(1)
+        if self.options.milp_budget > 0 and len(alive):
+            best[alive] = self._milp_phase(x[alive], y[alive], eps, best[alive])
+        return best
+
+    def _milp_phase(self, x: Tensor, y: Tensor, eps: float, anchors: Tensor) -> Tensor:
+        """Phase 3 on ``x`` ``[b, ...]`` from ``anchors``: the counterexamples found, else the
+        anchors (``[b, ...]``)."""
+        o = self.options
+        opts = FalsifyOptions(time_budget=o.milp_budget, max_neuron_steps=o.milp_neuron_steps)
+        points, _ = falsify(self.clf.bnet, x, y, eps, self.clf.eval_noise(x), anchors, opts)
+        return points.to(anchors)

@@ -125,6 +125,7 @@ def _build(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop, b: int,
     for op in bnet.ops:
         if op.stateful:
             rec = prop.layers[layer]
+            model.layer = layer
             layer += 1
             cur = [static] * T if seq is None else seq
             seq, last_mem = op.encode_milp_seq(model, cur, rec, b, T)
@@ -163,12 +164,13 @@ class _Solve:
 
 def _solve(model: Model, c: np.ndarray, const: float, mode: str, time_limit: float,
            fix: np.ndarray | None = None) -> _Solve:
-    """Minimise ``c @ v + const`` over the model (``mode``: ``"outer"`` / ``"inner"``)."""
+    """Minimise ``c @ v + const`` over the model (``mode``: ``"outer"`` / ``"inner"``);
+    ``fix`` ``[n_vars]``: values of the binaries (NaN: free; continuous entries unused)."""
     A, lo, hi = model.assemble(mode)
     lb, ub, integ = model.bounds_arrays()
-    if fix is not None:
+    if fix is not None:  # binaries fixed to ``fix`` (NaN: left free)
         lb, ub = lb.copy(), ub.copy()
-        ic = integ > 0
+        ic = (integ > 0) & ~np.isnan(fix)
         lb[ic] = ub[ic] = fix[ic]
     cons = [LinearConstraint(A, lo, hi)] if A.shape[0] else []
     opts = {"time_limit": float(time_limit), "mip_rel_gap": 0.0, "mip_abs_gap": 0.0,
@@ -328,8 +330,7 @@ def _polish(prog: _Program, sol: np.ndarray, c: np.ndarray, target: float,
     u, sc, th, _, _, _, delta = (np.concatenate(v) for v in zip(*model.thr, strict=True))
     on = sol[sc] > 0.5
     k = len(u)
-    saved = (model.lb[:], model.ub[:], model.integer[:], model.n, model.rows[:], model.thr)
-    try:
+    with model.scratch():
         scol = model.add_vars(np.zeros(1), 10.0, integer=False)[0]
         model.thr = []
         r = np.arange(k)
@@ -344,8 +345,6 @@ def _polish(prog: _Program, sol: np.ndarray, c: np.ndarray, target: float,
         obj = np.zeros(model.n)
         obj[scol] = -1.0
         res = _solve(model, obj, 0.0, "outer", time_limit, fix=fix)
-    finally:
-        model.lb, model.ub, model.integer, model.n, model.rows, model.thr = saved
     if res.x is None or -res.value < 1.0:
         return None
     return res.x[:-1]
@@ -447,7 +446,7 @@ class _SampleSearch:
 
 @torch.no_grad()
 def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
-           **options) -> list[ExactResult]:
+           start: Tensor | None = None, **options) -> list[ExactResult]:
     """Exact minimum margin ``min_{j != y} score_y - score_j`` of every sample, with witnesses.
 
     Args:
@@ -457,6 +456,10 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
         eps: the threat (L-inf radius, or event flip mask / budget).
         noise: rate-encoding draw ``[T, B, ...]`` (default: the seeded draw);
             the result holds for this draw only.
+        start: a warm start shaped like ``x`` (e.g. an attack's outputs), each in the
+            threat set (ValueError otherwise): where its real margin is below the
+            clean one it is the first witness, so classes whose IBP bound is already
+            above it are not solved.
         options: the fields of :class:`ExactOptions` (``time_limit``,
             ``max_binaries``, ``tol``, ``progress``), or ``options=ExactOptions(...)``.
 
@@ -469,6 +472,10 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
     bnet.check_method_mode("exact")
     noise = bnet.prepare(x, noise)
     threat = bnet.threat(x, eps)
+    if start is not None:
+        bnet.encoding.check_input(start, "start")
+        if start.shape != x.shape or not bool(threat.contains(x, start).all()):
+            raise ValueError("verify: start must be shaped like x and lie in the threat set")
     prop = bnet.interval_propagation(x, threat, noise)
     s_lo, s_hi = readout_bounds(bnet.readout, prop)
     ibp = spec_interval(bnet.margin_spec(x, y), s_lo, s_hi)[0].double().cpu().numpy()
@@ -482,6 +489,9 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
         sl = slice(b, b + 1)
         search = _SampleSearch(bnet, prog, bnet.encoding.take(x, sl),
                                None if noise is None else noise[:, sl], int(y[b]), opts)
+        if start is not None:
+            w = bnet.encoding.take(start, sl)
+            search.consider(w, search.margins(w))
         for j in sorted(np.flatnonzero(search.others), key=lambda j: ibp[b, j]):
             search.solve_class(int(j), float(ibp[b, j]))
         results.append(search.result(time.perf_counter() - t0))

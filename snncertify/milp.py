@@ -9,8 +9,10 @@ neurons) with these blocks; :mod:`snncertify.exact` assembles and solves.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -91,6 +93,21 @@ class Model:
         self.rows: list[tuple[sp.csr_matrix, np.ndarray, np.ndarray]] = []
         # per free spike: U column, S column, θ, M_lo, M_hi, τ, δ
         self.thr: list[tuple[np.ndarray, ...]] = []
+        #: the neuron layer being encoded (its index among the net's neuron layers)
+        self.layer = 0
+        #: per entry of ``thr``: the neuron layer of its spikes
+        self.thr_layer: list[int] = []
+
+    @contextlib.contextmanager
+    def scratch(self) -> Iterator[Model]:
+        """Variables, rows and thresholds added inside are gone on exit (the model as it was)."""
+        saved = (self.lb[:], self.ub[:], self.integer[:], self.n, self.n_bin, self.rows[:],
+                 self.thr[:], self.thr_layer[:])
+        try:
+            yield self
+        finally:
+            (self.lb, self.ub, self.integer, self.n, self.n_bin, self.rows, self.thr,
+             self.thr_layer) = saved
 
     def add_vars(self, lb, ub, integer: bool) -> np.ndarray:
         lb = np.asarray(lb, dtype=np.float64).ravel()
@@ -148,6 +165,7 @@ class Model:
 
     def add_thresholds(self, ucols, scols, theta, mlo, mhi, tau, delta) -> None:
         self.thr.append((ucols, scols, theta, mlo, mhi, tau, delta))
+        self.thr_layer.append(self.layer)
 
     def add_product(self, qcols: np.ndarray, rcols: np.ndarray, ucols: np.ndarray,
                     lo: np.ndarray, hi: np.ndarray) -> None:

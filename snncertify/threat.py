@@ -91,6 +91,11 @@ class LinfBall:
             eps = eps.reshape((-1,) + (1,) * (x.ndim - 1))
         return (x - eps).clamp(0, 1), (x + eps).clamp(0, 1)
 
+    def contains(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """Bool ``[B]``: ``x_adv`` lies in the threat set of ``x`` (both ``[B, ...]``)."""
+        lo, hi = self.box(x)
+        return ((x_adv >= lo) & (x_adv <= hi)).flatten(1).all(1)
+
     def concretize(self, lam: Tensor, lo: Tensor, hi: Tensor, x0: Tensor | None,
                    timed: bool) -> tuple[Tensor, Tensor]:
         """Minimum of ``lam · s`` over the encoded input box and its term magnitude.
@@ -138,6 +143,11 @@ class FlipMask:
         """Bool ``[T, B, ...]`` like the frames ``x``: the positions that may flip."""
         return torch.broadcast_to(self.mask.to(x.device), x.shape)
 
+    def contains(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """Bool ``[B]``: the frames ``x_adv`` are binary and differ from ``x`` (``[T, B, ...]``
+        both) only where the mask allows."""
+        return _flips_allowed(self.flippable(x), x, x_adv)[0]
+
     def concretize(self, lam: Tensor, lo: Tensor, hi: Tensor, x0: Tensor | None,
                    timed: bool) -> tuple[Tensor, Tensor]:
         """A flip mask is a box over binary frames: as :meth:`LinfBall.concretize`."""
@@ -174,6 +184,12 @@ class FlipBudget:
             return torch.ones_like(x, dtype=torch.bool)
         return torch.broadcast_to(self.mask.to(x.device), x.shape)
 
+    def contains(self, x: Tensor, x_adv: Tensor) -> Tensor:
+        """Bool ``[B]``: the frames ``x_adv`` are binary, at most ``k`` flips from ``x``
+        (``[T, B, ...]`` both), inside the mask."""
+        ok, flips = _flips_allowed(self.flippable(x), x, x_adv)
+        return ok & (flips <= self.k)
+
     def concretize(self, lam: Tensor, lo: Tensor, hi: Tensor, x0: Tensor | None,
                    timed: bool) -> tuple[Tensor, Tensor]:
         """Minimum of ``a · s + c`` over binary frames ``s`` at most ``k`` flips
@@ -206,3 +222,12 @@ class FlipBudget:
 Threat = LinfBall | FlipMask | FlipBudget
 THREATS = (LinfBall, FlipMask, FlipBudget)
 
+
+
+def _flips_allowed(flippable: Tensor, x: Tensor, x_adv: Tensor) -> tuple[Tensor, Tensor]:
+    """Per sample (axis 1 of frames ``[T, B, ...]``): ``x_adv`` is binary and changes
+    ``x`` only where ``flippable`` (bool ``[B]``), and its number of flips (``[B]``)."""
+    changed = x_adv != x
+    ok = ((x_adv == 0) | (x_adv == 1)) & (~changed | flippable)
+    per = lambda t: t.movedim(1, 0).flatten(1)  # noqa: E731
+    return per(ok).all(1), per(changed).sum(1)

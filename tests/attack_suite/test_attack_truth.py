@@ -98,11 +98,10 @@ def test_default_suite_reaches_the_exact_truth_and_never_breaks_a_proof(small_ne
     m = res.masks[eps]
     broken = m["clean"] & ~m["robust"]
     assert not bool((broken & proved).any())
-    strict = breakable & torch.tensor([r.margin_upper < 0 for r in truth])
-    ties = breakable & ~strict
-    assert bool(broken[strict].all())  # every strict misclassification is found
-    # floor measured on this net (trained through the Trainer loop: 3 of its 4 tie-only samples)
-    assert int(ties.sum()) >= 3 and int((broken & ties).sum()) >= 3
+    ties = breakable & torch.tensor([r.margin_upper == 0 for r in truth])
+    assert int(ties.sum()) >= 3  # tie-only witnesses, the hard ones, are in the test
+    # every breakable sample is found, ties included (SpikeSearch's MILP phase on a small net)
+    assert torch.equal(broken, breakable)
     # the exact column: the truth, at most the attacks' robust accuracy
     assert torch.equal(m["exact"], m["clean"] & ~breakable)
     row = [r for r in res if r["attack"] == "exact"][0]
