@@ -27,7 +27,8 @@ found the samples those attacks missed was:
    unbroken, :func:`snncertify.falsify.falsify` asks the exact verifier's MILP
    for a counterexample: first with the point's spikes kept except the output
    layer's and the hidden ones nearest the threshold, then with every spike
-   free, within ``milp_budget`` seconds per sample. It runs only on networks of
+   free, each solve within ``milp_nodes`` branch-and-bound nodes (a budget that
+   does not depend on the machine's speed). It runs only on networks of
    at most ``milp_neuron_steps`` neurons times steps (the digits nets, not the
    MNIST ones) and only on samples the first two phases left; every witness is
    re-run through the real network.
@@ -87,7 +88,7 @@ class SearchOptions:
         prove: the bound method (``BoundedSNN.certify``) whose certified samples are not
             searched; None searches every sample.
         max_candidates: forward passes per batched call (bounds memory).
-        milp_budget: seconds per sample of the MILP phase (0 skips it).
+        milp_nodes: branch-and-bound nodes per MILP solve of the MILP phase (0 skips it).
         milp_neuron_steps: the largest network (neurons times steps) the MILP phase runs on.
     """
 
@@ -104,14 +105,14 @@ class SearchOptions:
     patience: int = 10
     prove: str | None = "crown-ibp"
     max_candidates: int = 16384
-    milp_budget: float = 5.0
+    milp_nodes: int = 1000
     milp_neuron_steps: int = 2000
 
     def __post_init__(self) -> None:
         if (self.pgd_steps < 0 or self.restarts < 0 or self.iters < 0 or self.levels < 2
                 or self.line < 0 or self.coords < 1 or self.patience < 1
-                or self.milp_budget < 0 or self.milp_neuron_steps < 1):
-            raise ValueError("SpikeSearch: pgd_steps, restarts, iters, line, milp_budget >= 0, "
+                or self.milp_nodes < 0 or self.milp_neuron_steps < 1):
+            raise ValueError("SpikeSearch: pgd_steps, restarts, iters, line, milp_nodes >= 0, "
                              "levels >= 2, coords, patience, milp_neuron_steps >= 1")
         if self.prove is not None:
             try:
@@ -351,7 +352,7 @@ class SpikeSearch(Attack):
             best[idx], bem[idx], bsm[idx] = cur[upd], em[upd], sm[upd]
         best = best.reshape(x.shape)
         alive = (bem > 0).nonzero().squeeze(1)
-        if self.options.milp_budget > 0 and len(alive):
+        if self.options.milp_nodes > 0 and len(alive):
             best[alive] = self._milp_phase(x[alive], y[alive], eps, best[alive])
         return best
 
@@ -359,6 +360,6 @@ class SpikeSearch(Attack):
         """Phase 3 on ``x`` ``[b, ...]`` from ``anchors``: the counterexamples found, else the
         anchors (``[b, ...]``)."""
         o = self.options
-        opts = FalsifyOptions(time_budget=o.milp_budget, max_neuron_steps=o.milp_neuron_steps)
+        opts = FalsifyOptions(node_limit=o.milp_nodes, max_neuron_steps=o.milp_neuron_steps)
         points, _ = falsify(self.clf.bnet, x, y, eps, self.clf.eval_noise(x), anchors, opts)
         return points.to(anchors)

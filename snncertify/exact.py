@@ -163,9 +163,11 @@ class _Solve:
 
 
 def _solve(model: Model, c: np.ndarray, const: float, mode: str, time_limit: float,
-           fix: np.ndarray | None = None) -> _Solve:
+           fix: np.ndarray | None = None, node_limit: int | None = None) -> _Solve:
     """Minimise ``c @ v + const`` over the model (``mode``: ``"outer"`` / ``"inner"``);
-    ``fix`` ``[n_vars]``: values of the binaries (NaN: free; continuous entries unused)."""
+    ``fix`` ``[n_vars]``: values of the binaries (NaN: free; continuous entries unused);
+    ``node_limit``: branch-and-bound nodes before stopping (a limit that does not
+    depend on the machine's speed, unlike ``time_limit``)."""
     A, lo, hi = model.assemble(mode)
     lb, ub, integ = model.bounds_arrays()
     if fix is not None:  # binaries fixed to ``fix`` (NaN: left free)
@@ -175,6 +177,8 @@ def _solve(model: Model, c: np.ndarray, const: float, mode: str, time_limit: flo
     cons = [LinearConstraint(A, lo, hi)] if A.shape[0] else []
     opts = {"time_limit": float(time_limit), "mip_rel_gap": 0.0, "mip_abs_gap": 0.0,
             "presolve": True}
+    if node_limit is not None:
+        opts["node_limit"] = int(node_limit)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # verbatim HiGHS option notice
         res = milp(c, integrality=integ, bounds=Bounds(lb, ub), constraints=cons, options=opts)

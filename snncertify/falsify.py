@@ -14,8 +14,9 @@ in the real float32 network) for an input whose margin against a competitor
    ``k`` hidden spikes whose membranes lie closest to the threshold (``k`` in
    :attr:`FalsifyOptions.neighbourhoods`), and solve the much smaller MILP for
    feasibility (``score_y - score_j <= 0``);
-3. last, every spike free: the full program, within what is left of the
-   sample's time budget.
+3. last, every spike free: the full program.
+
+Every solve stops at :attr:`FalsifyOptions.node_limit` branch-and-bound nodes.
 
 Competitors are tried in the order of the anchor's real margin, only those
 whose IBP margin bound does not already rule them out. Every solution is
@@ -48,8 +49,10 @@ class FalsifyOptions:
     """Settings of :func:`falsify`.
 
     Attributes:
-        time_budget: seconds per sample, every solve together (the last solve stops
-            at the budget).
+        node_limit: branch-and-bound nodes per solve: the search's budget, the same on
+            every machine (so its results do not depend on the machine's speed).
+        time_budget: seconds per sample, every solve together: a safety net only (a
+            solve stopped by it makes the result depend on the machine's speed).
         max_binaries: samples whose program needs more binaries are skipped.
         max_neuron_steps: networks with more neurons times steps are not searched at all
             (the program's size and solve time grow with them).
@@ -58,26 +61,27 @@ class FalsifyOptions:
         targets: competitor classes tried per sample.
     """
 
-    time_budget: float = 5.0
+    node_limit: int = 1000
+    time_budget: float = 60.0
     max_binaries: int = 2000
     max_neuron_steps: int = 2000
     neighbourhoods: tuple[int, ...] = (8, 32, 128)
     targets: int = 4
 
     def __post_init__(self) -> None:
-        if not (self.time_budget > 0 and self.max_binaries > 0 and self.max_neuron_steps > 0
+        if not (self.time_budget > 0 and self.node_limit > 0 and self.max_binaries > 0 and self.max_neuron_steps > 0
                 and self.targets > 0 and all(k > 0 for k in self.neighbourhoods)):
-            raise ValueError("FalsifyOptions: time_budget, max_binaries, max_neuron_steps, "
-                             "targets and every neighbourhood size must be > 0")
+            raise ValueError("FalsifyOptions: time_budget, node_limit, max_binaries, "
+                             "max_neuron_steps, targets and every neighbourhood size must be > 0")
 
 
 class _Sample:
     """One sample's search: its program, the anchor's assignment and the clock."""
 
     def __init__(self, bnet, prog: _Program, noise_b: Tensor | None, y: int,
-                 deadline: float, neighbourhoods: tuple[int, ...]) -> None:
+                 deadline: float, opts: FalsifyOptions) -> None:
         self.bnet, self.prog, self.noise_b, self.y = bnet, prog, noise_b, y
-        self.deadline, self.neighbourhoods = deadline, neighbourhoods
+        self.deadline, self.opts = deadline, opts
         _, _, integ = prog.model.bounds_arrays()
         self.integer = integ > 0
 
@@ -97,7 +101,8 @@ class _Sample:
             for e, v in zip(exprs, vals, strict=True):
                 if e.A.nnz:
                     model.add_rows(model.pad(e.A), v - e.c, v - e.c)
-            res = _solve(model, np.zeros(model.n), 0.0, "outer", max(self.left(), 0.01))
+            res = _solve(model, np.zeros(model.n), 0.0, "outer", max(self.left(), 0.01),
+                         node_limit=self.opts.node_limit)
         return res.x
 
     def free_sets(self, anchor_sol: np.ndarray | None) -> list[np.ndarray | None]:
@@ -123,7 +128,7 @@ class _Sample:
         return [*sets, None]
 
     def _sizes(self, n_hidden: int) -> list[int]:
-        return [k for k in self.neighbourhoods if k < n_hidden] if n_hidden else [0]
+        return [k for k in self.opts.neighbourhoods if k < n_hidden] if n_hidden else [0]
 
     def attempt(self, j: int, free: np.ndarray | None, anchor_sol: np.ndarray | None
                 ) -> tuple[str, Tensor | None]:
@@ -139,7 +144,8 @@ class _Sample:
             fix[free] = np.nan
         with model.scratch():
             model.add_rows(sp.csr_matrix(vec[None]), -np.inf, -const)
-            res = _solve(model, np.zeros(model.n), 0.0, "inner", max(self.left(), 0.01), fix=fix)
+            res = _solve(model, np.zeros(model.n), 0.0, "inner", max(self.left(), 0.01), fix=fix,
+                         node_limit=self.opts.node_limit)
         if res.x is None:
             return res.status, None
         w = prog.inputs.witness(res.x)
@@ -186,7 +192,7 @@ def falsify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None, anchors: Tens
         sl = slice(b, b + 1)
         nb = None if noise is None else noise[:, sl]
         yb = int(y[b])
-        sample = _Sample(bnet, prog, nb, yb, deadline, opts.neighbourhoods)
+        sample = _Sample(bnet, prog, nb, yb, deadline, opts)
         anchor = enc.take(anchors, sl)
         m0 = _real_margins(bnet, anchor, nb, yb)
         m0[yb] = math.inf

@@ -47,7 +47,7 @@ def test_falsify_finds_exactly_what_the_exact_verifier_can_break(
     assert bool(breakable.any()) and bool((~breakable).any())  # the test means something
     assert bool((breakable | proved).all())  # every sample decided
     # from the clean inputs, no attack's help: the full program must find them
-    points, found = falsify(bnet, x, y, eps, None, x.clone(), FalsifyOptions(time_budget=20))
+    points, found = falsify(bnet, x, y, eps, None, x.clone(), FalsifyOptions(node_limit=100_000))
     assert torch.equal(found, breakable)
     threat = bnet.threat(x, eps)
     assert bool(threat.contains(x, points).all())
@@ -72,7 +72,8 @@ def test_neighbourhoods_grow_and_always_free_the_output_layer(random_fc_net, uni
     threat = bnet.threat(x, eps)
     prop = bnet.interval_propagation(x, threat, None)
     prog = _build(bnet, x, threat, None, prop, 0, 2000)
-    sample = _Sample(bnet, prog, None, int(y[0]), float("inf"), (2, 4))
+    sample = _Sample(bnet, prog, None, int(y[0]), float("inf"),
+                     FalsifyOptions(neighbourhoods=(2, 4)))
     sol = sample.anchor_assignment(x[:1])
     assert sol is not None
     sets = sample.free_sets(sol)
