@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -171,7 +172,9 @@ def falsify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None, anchors: Tens
     Returns:
         ``(points, found)``: ``points`` shaped like ``x`` (a counterexample where ``found``,
         else the anchor) and ``found`` bool ``[B]``: the real network's margin at the point is
-        ``<= 0``. Nothing is searched on a network over ``max_neuron_steps``.
+        ``<= 0``. Nothing is searched on a network over ``max_neuron_steps``; samples
+        whose program needs over ``max_binaries`` binaries are not searched (a
+        ``RuntimeWarning`` counts them).
     """
     opts = options or FalsifyOptions()
     noise = bnet.prepare(x, noise)
@@ -183,12 +186,14 @@ def falsify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None, anchors: Tens
     s_lo, s_hi = readout_bounds(bnet.readout, prop)
     ibp = spec_interval(bnet.margin_spec(x, y), s_lo, s_hi)[0].double().cpu().numpy()
     enc = bnet.encoding
+    skipped = 0
     for b in range(bnet.batch_size(x)):
         deadline = time.perf_counter() + opts.time_budget
         try:
             prog = _build(bnet, x, threat, noise, prop, b, opts.max_binaries)
         except ValueError:
-            continue  # too large for this search
+            skipped += 1
+            continue
         sl = slice(b, b + 1)
         nb = None if noise is None else noise[:, sl]
         yb = int(y[b])
@@ -205,6 +210,10 @@ def falsify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None, anchors: Tens
         if w is not None:
             found[b] = True
             _put(enc, points, b, w)
+    if skipped:
+        warnings.warn(f"falsify: {skipped} of {len(found)} samples not searched: their MILP "
+                      f"needs more than max_binaries={opts.max_binaries} binaries",
+                      RuntimeWarning, stacklevel=2)
     return points, found
 
 

@@ -91,6 +91,9 @@ def test_falsify_leaves_large_networks_alone(random_fc_net, unit_inputs, spike_i
     bnet, x, y, eps = _case(random_fc_net, unit_inputs, spike_inputs, "direct", 5)
     points, found = falsify(bnet, x, y, eps, None, x, FalsifyOptions(max_neuron_steps=10))
     assert not bool(found.any()) and torch.equal(points, x)
+    with pytest.warns(RuntimeWarning, match="not searched"):
+        _, found = falsify(bnet, x, y, eps, None, x, FalsifyOptions(max_binaries=1))
+    assert not bool(found.any())
     with pytest.raises(ValueError, match="must be > 0"):
         FalsifyOptions(time_budget=0)
 
