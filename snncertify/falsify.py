@@ -70,8 +70,9 @@ class FalsifyOptions:
     targets: int = 4
 
     def __post_init__(self) -> None:
-        if not (self.time_budget > 0 and self.node_limit > 0 and self.max_binaries > 0 and self.max_neuron_steps > 0
-                and self.targets > 0 and all(k > 0 for k in self.neighbourhoods)):
+        sizes = (self.time_budget, self.node_limit, self.max_binaries, self.max_neuron_steps,
+                 self.targets, *self.neighbourhoods)
+        if not all(v > 0 for v in sizes):
             raise ValueError("FalsifyOptions: time_budget, node_limit, max_binaries, "
                              "max_neuron_steps, targets and every neighbourhood size must be > 0")
 
@@ -166,7 +167,8 @@ def falsify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None, anchors: Tens
         eps: the threat (as :func:`snncertify.exact.verify` takes it).
         noise: the rate-encoding draw ``[T, B, ...]`` (None: the seeded default draw);
             a counterexample holds for this draw.
-        anchors: where to search from, shaped like ``x`` (e.g. an attack's best points).
+        anchors: where to search from, shaped like ``x``, in the threat set (ValueError
+            otherwise; e.g. an attack's best points).
         options: :class:`FalsifyOptions`.
 
     Returns:
@@ -179,6 +181,8 @@ def falsify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None, anchors: Tens
     opts = options or FalsifyOptions()
     noise = bnet.prepare(x, noise)
     threat = bnet.threat(x, eps)
+    if anchors.shape != x.shape or not bool(threat.contains(x, anchors).all()):
+        raise ValueError("falsify: anchors must be shaped like x and lie in the threat set")
     points, found = anchors.clone(), torch.zeros(bnet.batch_size(x), dtype=torch.bool)
     prop = bnet.interval_propagation(x, threat, noise)
     if sum(rec.spk_l[:, 0].numel() for rec in prop.layers) > opts.max_neuron_steps:

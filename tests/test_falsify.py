@@ -94,6 +94,8 @@ def test_falsify_leaves_large_networks_alone(random_fc_net, unit_inputs, spike_i
     with pytest.warns(RuntimeWarning, match="not searched"):
         _, found = falsify(bnet, x, y, eps, None, x, FalsifyOptions(max_binaries=1))
     assert not bool(found.any())
+    with pytest.raises(ValueError, match="threat set"):
+        falsify(bnet, x, y, eps, None, (x + 2 * eps).clamp(0, 1))
     with pytest.raises(ValueError, match="must be > 0"):
         FalsifyOptions(time_budget=0)
 
