@@ -156,7 +156,7 @@ def _build(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop, b: int,
 # ---------------------------------------------------------------------- solving
 @dataclass
 class _Solve:
-    status: str  # "optimal", "timeout", "infeasible"
+    status: str  # "optimal", "timeout" (a time or node limit), "infeasible"
     lower: float  # sound lower bound of the minimum (-inf if none)
     value: float  # incumbent objective (inf if none)
     x: np.ndarray | None
@@ -192,8 +192,8 @@ def _solve(model: Model, c: np.ndarray, const: float, mode: str, time_limit: flo
         return _Solve("optimal", min(dual, value), value, x)
     if res.status == 2:
         return _Solve("infeasible", math.inf, math.inf, None)
-    if res.status == 1:
-        return _Solve("timeout", dual, value, x)
+    if res.status == 1 or (res.status == 4 and "Solution limit" in str(res.message)):
+        return _Solve("timeout", dual, value, x)  # time or node limit (HiGHS status 16)
     raise RuntimeError(f"HiGHS failed on the exact MILP: {res.message}")
 
 

@@ -14,7 +14,9 @@ in the real float32 network) for an input whose margin against a competitor
    ``k`` hidden spikes whose membranes lie closest to the threshold (``k`` in
    :attr:`FalsifyOptions.neighbourhoods`), and solve the much smaller MILP for
    feasibility (``score_y - score_j <= 0``);
-3. last, every spike free: the full program.
+3. last, every spike free: the full program, on programs of at most
+   :attr:`FalsifyOptions.full_binaries` binaries (its root node alone takes
+   tens of seconds on a few hundred).
 
 Every solve stops at :attr:`FalsifyOptions.node_limit` branch-and-bound nodes.
 
@@ -55,6 +57,8 @@ class FalsifyOptions:
         time_budget: seconds per sample, every solve together: a safety net only (a
             solve stopped by it makes the result depend on the machine's speed).
         max_binaries: samples whose program needs more binaries are skipped.
+        full_binaries: the full program (every spike free) is tried only on programs
+            of at most this many binaries; larger ones get the neighbourhoods only.
         max_neuron_steps: networks with more neurons times steps are not searched at all
             (the program's size and solve time grow with them).
         neighbourhoods: hidden spikes freed around the anchor, tried in this order
@@ -65,16 +69,18 @@ class FalsifyOptions:
     node_limit: int = 1000
     time_budget: float = 60.0
     max_binaries: int = 2000
-    max_neuron_steps: int = 2000
+    full_binaries: int = 300
+    max_neuron_steps: int = 500
     neighbourhoods: tuple[int, ...] = (8, 32, 128)
     targets: int = 4
 
     def __post_init__(self) -> None:
         sizes = (self.time_budget, self.node_limit, self.max_binaries, self.max_neuron_steps,
                  self.targets, *self.neighbourhoods)
-        if not all(v > 0 for v in sizes):
+        if not all(v > 0 for v in sizes) or self.full_binaries < 0:
             raise ValueError("FalsifyOptions: time_budget, node_limit, max_binaries, "
-                             "max_neuron_steps, targets and every neighbourhood size must be > 0")
+                             "max_neuron_steps, targets and every neighbourhood size must be > 0, "
+                             "full_binaries >= 0")
 
 
 class _Sample:
@@ -110,8 +116,9 @@ class _Sample:
     def free_sets(self, anchor_sol: np.ndarray | None) -> list[np.ndarray | None]:
         """Binary columns left free per try (None: every binary), smallest first."""
         model = self.prog.model
+        full = [None] if model.n_bin <= self.opts.full_binaries else []
         if anchor_sol is None or not model.thr:
-            return [None]
+            return full
         last = max(model.thr_layer)
         ucols = np.concatenate([e[0] for e in model.thr])
         scols = np.concatenate([e[1] for e in model.thr])
@@ -127,7 +134,7 @@ class _Sample:
                                          kind="stable")]
         sets = [np.concatenate([always, out_cols, order[:k]])
                 for k in self._sizes(len(order))]
-        return [*sets, None]
+        return [*sets, *full]
 
     def _sizes(self, n_hidden: int) -> list[int]:
         return [k for k in self.opts.neighbourhoods if k < n_hidden] if n_hidden else [0]

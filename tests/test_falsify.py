@@ -7,12 +7,14 @@ and misclassified (a tie included) by the real network, and never on a proved sa
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import snncertify
 from snncertify import exact
 from snncertify.correctness import margin, strict_correct
+from snncertify.exact import _solve
 from snncertify.falsify import FalsifyOptions, _build, _Sample, falsify
 from snncertify.threat import FlipBudget, FlipMask, LinfBall
 
@@ -77,7 +79,9 @@ def test_neighbourhoods_grow_and_always_free_the_output_layer(random_fc_net, uni
     sol = sample.anchor_assignment(x[:1])
     assert sol is not None
     sets = sample.free_sets(sol)
-    assert sets[-1] is None  # the last try frees every binary
+    assert sets[-1] is None  # the last try frees every binary (a small program)
+    small = _Sample(bnet, prog, None, int(y[0]), float("inf"), FalsifyOptions(full_binaries=0))
+    assert None not in small.free_sets(sol)
     last = max(prog.model.thr_layer)
     out_cols = {int(c) for e, g in zip(prog.model.thr, prog.model.thr_layer, strict=True)
                 if g == last for c in e[1]}
@@ -135,3 +139,18 @@ def test_threats_know_their_members():
     half = frames.clone()
     half[0, 1, 0] = 0.5  # not a spike
     assert FlipBudget(3).contains(frames, half).tolist() == [True, False]
+
+
+def test_a_node_limit_ends_a_solve_without_error(random_fc_net, unit_inputs, spike_inputs):
+    """HiGHS reports a hit node limit as "solution limit" (status 16), which SciPy does not
+    name: it ends that solve as a limit, like a time limit, not as a solver failure."""
+    bnet, x, y, eps = _case(random_fc_net, unit_inputs, spike_inputs, "direct", 2, 0.1)
+    threat = bnet.threat(x, eps)
+    prog = _build(bnet, x, threat, None, bnet.interval_propagation(x, threat, None), 0, 2000)
+    c = np.zeros(4)
+    c[int(y[0])], c[(int(y[0]) + 1) % 4] = 1.0, -1.0
+    vec, const = prog.objective(c)
+    limited = _solve(prog.model, vec, const, "outer", 60.0, node_limit=1)
+    assert limited.status == "timeout"
+    full = _solve(prog.model, vec, const, "outer", 60.0)
+    assert full.status == "optimal" and limited.lower <= full.lower + 1e-9

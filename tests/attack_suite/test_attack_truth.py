@@ -165,3 +165,19 @@ def test_spike_search_patience_ends_a_stalled_restart(small_net):
         attacks.SpikeSearch(patience=0)
     with pytest.raises(ValueError, match="prove"):
         attacks.SpikeSearch(prove="no-such-method")
+
+
+def test_spike_search_milp_phase_only_on_small_nets(small_net):
+    """Over ``milp_neuron_steps`` the MILP phase does nothing: the output equals the search
+    without it (the zoo's digits and MNIST nets are over the default)."""
+    bnet, x, y = small_net
+    clf = attacks.AttackableSNN(bnet)
+    kw = dict(pgd_steps=0, restarts=1, iters=5, prove=None)
+    without = attacks.SpikeSearch(milp_nodes=0, **kw)(clf, x, y, 0.05)
+    gated = attacks.SpikeSearch(milp_neuron_steps=1, **kw)(clf, x, y, 0.05)
+    assert torch.equal(without, gated)
+    with_milp = attacks.SpikeSearch(**kw)(clf, x, y, 0.05)
+    broken = lambda p: ~attacks.strict_correct(bnet(p), y)  # noqa: E731
+    assert int(broken(with_milp).sum()) > int(broken(without).sum())
+    with pytest.raises(ValueError, match="milp_nodes"):
+        attacks.SpikeSearch(milp_nodes=-1)
