@@ -107,7 +107,7 @@ class SearchOptions:
     patience: int = 10
     prove: str | None = "crown-ibp"
     max_candidates: int = 16384
-    milp_nodes: int = 1000
+    milp_nodes: int = 5000
     milp_neuron_steps: int = 500
 
     def __post_init__(self) -> None:

@@ -66,7 +66,7 @@ class FalsifyOptions:
         targets: competitor classes tried per sample.
     """
 
-    node_limit: int = 1000
+    node_limit: int = 5000
     time_budget: float = 60.0
     max_binaries: int = 2000
     full_binaries: int = 300
