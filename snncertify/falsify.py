@@ -63,7 +63,8 @@ class FalsifyOptions:
             (the program's size and solve time grow with them).
         neighbourhoods: hidden spikes freed around the anchor, tried in this order
             before the full program.
-        targets: competitor classes tried per sample.
+        targets: competitor classes tried per sample (None: every one the IBP bound
+            leaves breakable).
     """
 
     node_limit: int = 5000
@@ -72,11 +73,11 @@ class FalsifyOptions:
     full_binaries: int = 300
     max_neuron_steps: int = 500
     neighbourhoods: tuple[int, ...] = (8, 32, 128)
-    targets: int = 4
+    targets: int | None = None
 
     def __post_init__(self) -> None:
         sizes = (self.time_budget, self.node_limit, self.max_binaries, self.max_neuron_steps,
-                 self.targets, *self.neighbourhoods)
+                 1 if self.targets is None else self.targets, *self.neighbourhoods)
         if not all(v > 0 for v in sizes) or self.full_binaries < 0:
             raise ValueError("FalsifyOptions: time_budget, node_limit, max_binaries, "
                              "max_neuron_steps, targets and every neighbourhood size must be > 0, "
@@ -217,7 +218,7 @@ def falsify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None, anchors: Tens
             continue
         targets = [j for j in np.argsort(m0, kind="stable") if j != yb and ibp[b, j] <= 0]
         anchor_sol = sample.anchor_assignment(anchor)
-        w = _search(sample, targets[: opts.targets], anchor_sol)
+        w = _search(sample, targets[: opts.targets], anchor_sol)  # [:None]: all
         if w is not None:
             found[b] = True
             _put(enc, points, b, w)
