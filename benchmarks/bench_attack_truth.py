@@ -18,6 +18,12 @@ rate-noise draw and reports, per setting and eps:
 Settings ``tuned`` are the ones the new attack was developed on; ``heldout``
 ones (other seeds, T, beta, resets, widths) were not looked at while tuning.
 
+The suites run first; the exact verifier is warm-started from their lowest-margin
+point per sample (``exact.verify(start=...)``), and a suite's witness counts as an
+achieved margin (so a sample the MILP leaves undecided but a suite breaks is
+breakable). The truth is kept in ``--out/truth/`` and reused by later runs with
+the same setting, eps, n and time limit (``--truth-only`` computes just that).
+
     python benchmarks/bench_attack_truth.py --out runs/attack_truth
     python benchmarks/bench_attack_truth.py --settings heldout --n 30
 
