@@ -142,13 +142,13 @@ def truth(bnet, clf, x, y, eps: float, args, s: Setting, start: torch.Tensor | N
     return torch.tensor(up, dtype=torch.float64), torch.tensor(lo, dtype=torch.float64), t_exact
 
 
-def run_suites(clf, x, y, eps: float, names: list[str]) -> tuple[dict, torch.Tensor | None,
-                                                                  torch.Tensor]:
-    """Each suite at ``eps``: ``({name: (broken-by-it mask [n], seconds per sample)}, the
-    lowest-margin point per sample over every attack (None without suites), its real
-    margin [n] (float64; inf where no suite ran))."""
+def run_suites(clf, x, y, clean, eps: float, names: list[str]
+               ) -> tuple[dict, torch.Tensor | None, torch.Tensor]:
+    """Each suite at ``eps`` (``clean``: the clean-correct mask [n]): ``({name:
+    (broken-by-it mask [n], seconds per sample)}, the lowest-margin point per sample over
+    every attack (None without suites), its real margin [n] (float64; inf where no suite
+    ran))."""
     out, best, best_m = {}, None, torch.full((len(y),), math.inf, dtype=torch.float64)
-    clean = clf.correct(x, y)
     for name, suite in suites(names).items():
         t0 = time.perf_counter()
         r = attacks.evaluate(clf, (x, y), [eps], attacks=list(suite), progress=False,
@@ -168,11 +168,12 @@ def run_setting(s: Setting, args, rows: list[dict]) -> None:
     bnet, x, y = build(s)
     x, y = x[: args.n], y[: args.n]
     clf = attacks.AttackableSNN(bnet)
+    clean = clf.correct(x, y)
     for eps in args.eps:
-        by_suite, start, start_m = run_suites(clf, x, y, eps, [] if args.truth_only else args.suites)
+        by_suite, start, start_m = run_suites(clf, x, y, clean, eps,
+                                              [] if args.truth_only else args.suites)
         up, lo, t_exact = truth(bnet, clf, x, y, eps, args, s, start)
         up = torch.minimum(up, start_m)  # a suite's witness is an achieved margin too
-        clean = clf.correct(x, y)
         breakable = clean & (up <= 0)
         tie = breakable & (up == 0)
         proved = lo > 0

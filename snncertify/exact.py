@@ -197,6 +197,13 @@ def _solve(model: Model, c: np.ndarray, const: float, mode: str, time_limit: flo
     raise RuntimeError(f"HiGHS failed on the exact MILP: {res.message}")
 
 
+def ibp_margin_lower(bnet, x: Tensor, y: Tensor, prop) -> np.ndarray:
+    """IBP's lower bounds ``[B, K]`` (float64) of the margins ``score_y - score_j`` from the
+    propagation ``prop`` of ``x`` (row ``y`` is 0)."""
+    s_lo, s_hi = readout_bounds(bnet.readout, prop)
+    return spec_interval(bnet.margin_spec(x, y), s_lo, s_hi)[0].double().cpu().numpy()
+
+
 def _round_down32(v: np.ndarray) -> Tensor:
     """float64 -> float32 never above ``v``."""
     t = torch.from_numpy(np.asarray(v, dtype=np.float64)).float()
@@ -331,7 +338,7 @@ def _polish(prog: _Program, sol: np.ndarray, c: np.ndarray, target: float,
     model = prog.model
     if not model.thr:
         return None
-    u, sc, th, _, _, _, delta = (np.concatenate(v) for v in zip(*model.thr, strict=True))
+    u, sc, th, _, _, _, delta, _ = model.threshold_arrays()
     on = sol[sc] > 0.5
     k = len(u)
     with model.scratch():
@@ -481,8 +488,7 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
         if start.shape != x.shape or not bool(threat.contains(x, start).all()):
             raise ValueError("verify: start must be shaped like x and lie in the threat set")
     prop = bnet.interval_propagation(x, threat, noise)
-    s_lo, s_hi = readout_bounds(bnet.readout, prop)
-    ibp = spec_interval(bnet.margin_spec(x, y), s_lo, s_hi)[0].double().cpu().numpy()
+    ibp = ibp_margin_lower(bnet, x, y, prop)
     it = range(bnet.batch_size(x))
     if opts.progress:
         it = progress_bar(it, desc="exact", unit="sample", leave=False)

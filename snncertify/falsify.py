@@ -40,9 +40,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-from .exact import _build, _Program, _real_margins, _solve
-from .methods import spec_interval
-from .readout import readout_bounds
+from .exact import _build, _Program, _real_margins, _solve, ibp_margin_lower
 
 __all__ = ["FalsifyOptions", "falsify"]
 
@@ -120,12 +118,8 @@ class _Sample:
         full = [None] if model.n_bin <= self.opts.full_binaries else []
         if anchor_sol is None or not model.thr:
             return full
-        last = max(model.thr_layer)
-        ucols = np.concatenate([e[0] for e in model.thr])
-        scols = np.concatenate([e[1] for e in model.thr])
-        theta = np.concatenate([e[2] for e in model.thr])
-        layer = np.concatenate([np.full(len(e[0]), g) for e, g in
-                                zip(model.thr, model.thr_layer, strict=True)])
+        ucols, scols, theta, *_, layer = model.threshold_arrays()
+        last = layer.max()
         spike = np.zeros(model.n, dtype=bool)
         spike[scols] = True
         always = np.flatnonzero(self.integer & ~spike)  # input / pooling binaries
@@ -195,8 +189,7 @@ def falsify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None, anchors: Tens
     prop = bnet.interval_propagation(x, threat, noise)
     if sum(rec.spk_l[:, 0].numel() for rec in prop.layers) > opts.max_neuron_steps:
         return points, found
-    s_lo, s_hi = readout_bounds(bnet.readout, prop)
-    ibp = spec_interval(bnet.margin_spec(x, y), s_lo, s_hi)[0].double().cpu().numpy()
+    ibp = ibp_margin_lower(bnet, x, y, prop)
     enc = bnet.encoding
     skipped = 0
     for b in range(bnet.batch_size(x)):

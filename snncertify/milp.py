@@ -202,6 +202,13 @@ class Model:
         cols[free] = scols
         return Spikes(self.mixed_expr(free, scols, spk_lo, shape, True), free, spk_lo, cols)
 
+    def threshold_arrays(self) -> tuple[np.ndarray, ...]:
+        """Per free spike, concatenated over :attr:`thr`: U column, S column, θ, M_lo, M_hi,
+        τ, δ and its neuron layer (each ``[n_free]``)."""
+        layers = [np.full(len(e[0]), g) for e, g in zip(self.thr, self.thr_layer, strict=True)]
+        return (*(np.concatenate(v) for v in zip(*self.thr, strict=True)),
+                np.concatenate(layers))
+
     def threshold_rows(self, mode: str) -> tuple[sp.csr_matrix, np.ndarray, np.ndarray]:
         """Big-M rows of the strict threshold: ``mode`` ``"outer"`` (band τ) or ``"inner"`` (gap δ).
 
@@ -211,7 +218,7 @@ class Model:
         """
         if not self.thr:
             return sp.csr_matrix((0, self.n)), np.zeros(0), np.zeros(0)
-        u, s, th, ml, mh, tau, delta = (np.concatenate(v) for v in zip(*self.thr, strict=True))
+        u, s, th, ml, mh, tau, delta, _ = self.threshold_arrays()
         a, b = (-tau, tau) if mode == "outer" else (delta, -delta)
         k = len(u)
         r = np.arange(k)

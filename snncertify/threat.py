@@ -223,10 +223,10 @@ Threat = LinfBall | FlipMask | FlipBudget
 THREATS = (LinfBall, FlipMask, FlipBudget)
 
 
-
 def _flips_allowed(flippable: Tensor, x: Tensor, x_adv: Tensor) -> tuple[Tensor, Tensor]:
-    """Per sample (axis 1 of frames ``[T, B, ...]``): ``x_adv`` is binary and changes
-    ``x`` only where ``flippable`` (bool ``[B]``), and its number of flips (``[B]``)."""
+    """Per sample (axis 1 of the frames ``x``, ``x_adv`` and the bool ``flippable``, all
+    ``[T, B, ...]``): whether ``x_adv`` is binary and changes ``x`` only where
+    ``flippable`` (bool ``[B]``), and its number of flips (``[B]``)."""
     changed = x_adv != x
     ok = ((x_adv == 0) | (x_adv == 1)) & (~changed | flippable)
     per = lambda t: t.movedim(1, 0).flatten(1)  # noqa: E731
