@@ -92,6 +92,8 @@ class SearchOptions:
         max_candidates: forward passes per batched call (bounds memory).
         milp_nodes: branch-and-bound nodes per MILP solve of the MILP phase (0 skips it).
         milp_neuron_steps: the largest network (neurons times steps) the MILP phase runs on.
+        relaxed_top: relaxed margins computed per sample and round, for the candidates of
+            lowest exact margin whose first-order relaxed change is lowest (0: all of them).
     """
 
 
@@ -109,12 +111,14 @@ class SearchOptions:
     max_candidates: int = 16384
     milp_nodes: int = 5000
     milp_neuron_steps: int = 500
+    relaxed_top: int = 64
 
     def __post_init__(self) -> None:
         if (self.pgd_steps < 0 or self.restarts < 0 or self.iters < 0 or self.levels < 2
                 or self.line < 0 or self.coords < 1 or self.patience < 1
-                or self.milp_nodes < 0 or self.milp_neuron_steps < 1):
-            raise ValueError("SpikeSearch: pgd_steps, restarts, iters, line, milp_nodes >= 0, "
+                or self.milp_nodes < 0 or self.milp_neuron_steps < 1 or self.relaxed_top < 0):
+            raise ValueError("SpikeSearch: pgd_steps, restarts, iters, line, milp_nodes, "
+                             "relaxed_top >= 0, "
                              "levels >= 2, coords, patience, milp_neuron_steps >= 1")
         if self.prove is not None:
             try:
@@ -125,6 +129,10 @@ class SearchOptions:
                 and all(t > 0 for t in self.line_taus)):
             raise ValueError("SpikeSearch: temperatures must be > 0 (taus: a (start, end) pair)")
 
+
+#: rows per forward call: tensors of 1,024 candidates stay in cache, which made the
+#: exact forward of an MNIST FC 1.8x faster than 16,384 at once
+_CHUNK = 1024
 
 _OPTION_FIELDS = frozenset(f.name for f in dataclasses.fields(SearchOptions))
 
@@ -175,6 +183,8 @@ class SpikeSearch(Attack):
         xs = x.reshape(x.shape[0], *shape)
         self.clf.count_query()
         noise = self.clf.eval_noise(xs)
+        if grad is None:  # candidates share most spike trains: each computed once
+            return self.clf.bnet.distinct_forward(xs, noise)
         return self.clf.bnet(xs, noise, grad=grad)
 
     @torch.no_grad()
@@ -183,7 +193,7 @@ class SpikeSearch(Attack):
         """Exact (or ``grad``-relaxed) margins ``[N]`` of flat inputs ``[N, d]``, in chunks
         of ``max_candidates`` (against the target classes ``tgt`` ``[N]`` when given)."""
         out = []
-        c = self.options.max_candidates
+        c = min(self.options.max_candidates, _CHUNK)
         for i in range(0, x.shape[0], c):
             ti = None if tgt is None else tgt[i:i + c]
             out.append(margin(self._scores(x[i:i + c], shape, grad), y[i:i + c], ti))
@@ -196,10 +206,12 @@ class SpikeSearch(Attack):
         return (self._margins(x, y, shape, tgt),
                 self._margins(x, y, shape, tgt, relaxed))
 
-    def _relaxed_grad(self, x: Tensor, y: Tensor, shape, tau: float) -> Tensor:
+    def _relaxed_grad(self, x: Tensor, y: Tensor, shape, tau: float,
+                      tgt: Tensor | None = None) -> Tensor:
+        """Gradient ``[N, d]`` of the relaxed margin (against ``tgt`` when given)."""
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            loss = margin(self._scores(xg, shape, Relaxed(tau)), y).sum()
+            loss = margin(self._scores(xg, shape, Relaxed(tau)), y, tgt).sum()
             (g,) = torch.autograd.grad(loss, xg)
         return g
 
@@ -297,8 +309,18 @@ class SpikeSearch(Attack):
             c, ya = c.reshape(b * n, d), box.y[a].repeat_interleave(n)
             ta = None if tgt is None else tgt[a].repeat_interleave(n)
             cem = self._margins(c, ya, box.shape, ta).view(b, n)
-            # the relaxed margin only decides among each sample's lowest exact margins
-            lowest = (cem == cem.amin(1, keepdim=True)).view(-1).nonzero().squeeze(1)
+            # the relaxed margin only decides among each sample's lowest exact margins,
+            # at most relaxed_top of them: those its first-order change ranks lowest
+            lowest = cem == cem.amin(1, keepdim=True)
+            top = self.options.relaxed_top
+            if top and bool((lowest.sum(1) > top).any()):
+                g = self._relaxed_grad(cur[a], box.y[a], box.shape, relaxed.tau,
+                                       None if tgt is None else tgt[a])
+                drop = torch.einsum("bnd,bd->bn", c.view(b, n, d) - cur[a, None], g)
+                drop = drop.masked_fill(~lowest, math.inf)
+                keep = drop.topk(top, 1, largest=False).indices
+                lowest = torch.zeros_like(lowest).scatter_(1, keep, True) & lowest
+            lowest = lowest.view(-1).nonzero().squeeze(1)
             csm = torch.full((b * n,), math.inf, device=c.device, dtype=cem.dtype)
             csm[lowest] = self._margins(c[lowest], ya[lowest], box.shape,
                                         None if ta is None else ta[lowest], relaxed)

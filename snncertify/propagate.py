@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from .gradmode import GradMode
@@ -138,6 +139,63 @@ def forward(
             (z,) = _apply(op, op.forward, z, static=static)
     out = _stacked(z, static, num_steps)
     return Propagation(out, out, layers)
+
+
+def _spike_keys(spikes: list[Tensor]) -> Tensor:
+    """Rows of T spike tensors ``[B, ...]`` (0 or 1: a neuron op's exact forward) packed
+    64 spikes to an int64: ``[B, W]``."""
+    n = spikes[0].shape[0]
+    powers = 2.0 ** torch.arange(8, device=spikes[0].device, dtype=spikes[0].dtype)
+    packed = []
+    for s in spikes:
+        flat = s.reshape(n, -1)
+        if flat.shape[1] % 8:
+            flat = F.pad(flat, (0, -flat.shape[1] % 8))
+        packed.append((flat.view(n, -1, 8) @ powers).to(torch.uint8))  # exact: sums <= 255
+    keys = torch.cat(packed, 1)
+    return F.pad(keys, (0, -keys.shape[1] % 8)).view(torch.int64)
+
+
+def forward_distinct(ops: list[BoundOp], z: Seq, static: bool, num_steps: int) -> Propagation:
+    """The exact forward of a batch whose rows often share spike trains (a search's
+    candidates, most of which differ from each other in one input coordinate).
+
+    After each neuron layer that other ops follow, the batch shrinks to its distinct
+    spike trains: what follows depends on those alone, so it runs once per distinct
+    train and every row gets its train's outputs. Values equal :func:`forward`'s up
+    to the CPU rounding of matmuls over a different batch size (module docstring).
+    The network must be in a mode whose ops neither depend on the batch nor act
+    per call (eval mode); ``layers`` then holds the last neuron layer's record only.
+    """
+    if any(op.batch_dependent or op.per_step for op in ops):
+        raise ValueError("forward_distinct: the network's output depends on the batch or "
+                         "its calls act per step (train mode); use forward()")
+    last = max((i for i, op in enumerate(ops) if op.stateful), default=-1)
+    rows = None  # original row -> row of the current (distinct) batch; None: the same
+    record, record_rows = None, None
+    for i, op in enumerate(ops):
+        if op.stateful:
+            cur = _stacked(z, static, num_steps) if static else list(z)
+            z, mem = op.forward_values(_steps(z, static, num_steps), keep_mem=i == last)
+            static = False
+            if i == last:
+                record, record_rows = LayerRecord(op.path, cur, cur, mem, mem, z, z), rows
+            if len(z[0]) and any(not isinstance(o, IdentityOp) for o in ops[i + 1:]):
+                _, inv = torch.unique(_spike_keys(z), dim=0, return_inverse=True)
+                # one row per distinct train: any of its rows (they hold the same spikes)
+                first = inv.new_empty(int(inv.max()) + 1).scatter_(
+                    0, inv, torch.arange(len(inv), device=inv.device))
+                z = [s[first] for s in z]
+                rows = inv if rows is None else inv[rows]
+        else:
+            (z,) = _apply(op, op.forward, z, static=static)
+    out = _stacked(z, static, num_steps)
+    if rows is not None:
+        out = out[:, rows]
+    if record is not None and record_rows is not None:
+        c, m, s = (v[:, record_rows] for v in (record.cur_l, record.mem_l, record.spk_l))
+        record = LayerRecord(record.path, c, c, m, m, s, s)
+    return Propagation(out, out, [] if record is None else [record])
 
 
 def interval(

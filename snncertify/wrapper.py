@@ -141,6 +141,21 @@ class BoundedSNN(nn.Module):
         """
         return self.trace(x, noise, grad)[0]
 
+    def distinct_forward(self, x: Tensor, noise: Tensor | None = None) -> Tensor:
+        """Scores ``[B, K]`` of the exact network, computed after each neuron layer once
+        per distinct spike train of the batch (:func:`propagate.forward_distinct`): for
+        batches of near-identical inputs, such as a search's candidates. Equal to
+        :meth:`forward` up to the CPU rounding of a matmul over another batch size; no
+        gradient. In train mode (batch statistics, per-call effects) it is :meth:`forward`.
+        """
+        if self.batch_dependent() or any(op.per_step for op in self.ops):
+            return self(x, noise)
+        noise = self.prepare(x, noise)
+        with torch.no_grad():
+            z, static = self.encoding.encode(x, noise)
+            prop = propagate.forward_distinct(self.ops, z, static, self.steps_for(x))
+            return readout_bounds(self.readout, prop)[0]
+
     # ----------------------------------------------------------------- bounds
     def threat(self, x: Tensor, eps) -> Threat:
         """The threat ``eps`` means for inputs ``x`` (the encoding's parser)."""

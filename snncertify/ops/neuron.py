@@ -222,6 +222,37 @@ class NeuronOp(BoundOp):
             mems.append(mem)
         return mode.finish(self, cur, spikes), mems
 
+    @torch.no_grad()
+    def forward_values(self, cur: list[Tensor], keep_mem: bool = True
+                       ) -> tuple[list[Tensor], list[Tensor] | None]:
+        """:meth:`forward_seq`'s values without autograd and with fewer tensor passes (in
+        place): T spikes ``[B, ...]`` and, if ``keep_mem``, T membranes (else None).
+
+        The same float operations in the same order (:meth:`membrane`), on a strict
+        Heaviside (``check_heaviside``), so the values are equal; only a zero membrane's
+        sign may differ (``0 * u`` is ``-0`` for ``u < 0``), which no spike or score sees.
+        """
+        beta, thr = self.beta(), self.threshold()
+        mem = torch.zeros_like(cur[0])
+        fired = (mem > thr).expand_as(mem)  # R_1 = H(U_0 - θ)
+        spk = fired.to(mem.dtype)
+        spikes, mems = [], [] if keep_mem else None
+        for c in cur:
+            if keep_mem:
+                mem = mem.clone()
+            if self.reset == "zero":  # β ((1 - R) U) + I
+                mem.masked_fill_(fired, 0.0).mul_(beta).add_(c)
+            elif self.reset == "subtract":  # (β U + I) - R θ
+                mem.mul_(beta).add_(c).sub_(spk * thr)
+            else:
+                mem.mul_(beta).add_(c)
+            fired = mem > thr
+            spk = fired.to(mem.dtype)
+            spikes.append(spk)
+            if keep_mem:
+                mems.append(mem)
+        return spikes, mems
+
     def membrane(self, mem: Tensor, cur: Tensor, reset: Tensor, beta: Tensor, thr: Tensor
                  ) -> Tensor:
         """``U_t`` from ``U_{t-1}`` (``mem``), ``I_t`` and ``R_t``: snnTorch's float

@@ -66,6 +66,12 @@ class SynapticOp(NeuronOp):
     def forward_seq(self, cur: list[Tensor], grad: GradMode | None = None):
         return super().forward_seq(self.synaptic(cur), grad)
 
+    @torch.no_grad()
+    def forward_values(self, cur: list[Tensor], keep_mem: bool = True):
+        """:meth:`forward_seq`'s values (no faster path: its own membrane rule)."""
+        spikes, mems = self.forward_seq(cur)
+        return spikes, mems if keep_mem else None
+
     def membrane(self, mem: Tensor, cur: Tensor, reset: Tensor, beta: Tensor, thr: Tensor
                  ) -> Tensor:
         """``cur`` is ``syn_t`` here; the zero reset clears ``m_t = β U_{t-1} + syn_t``."""
