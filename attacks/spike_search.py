@@ -105,7 +105,7 @@ class SearchOptions:
     line: int = 16
     line_taus: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
     key_tau: float = 0.3
-    coords: int = 64
+    coords: int = 32
     patience: int = 10
     prove: str | None = "crown-ibp"
     max_candidates: int = 16384
