@@ -195,7 +195,8 @@ class SpikeSearch(Attack):
     def _margins(self, x: Tensor, y: Tensor, shape, tgt: Tensor | None = None,
                  grad=None) -> Tensor:
         """Exact (or ``grad``-relaxed) margins ``[N]`` of flat inputs ``[N, d]``, in chunks
-        of ``max_candidates`` (against the target classes ``tgt`` ``[N]`` when given)."""
+        of ``min(max_candidates, 1024)`` rows (against the target classes ``tgt`` ``[N]``
+        when given)."""
         out = []
         c = min(self.options.max_candidates, _CHUNK)
         for i in range(0, x.shape[0], c):
@@ -244,28 +245,31 @@ class SpikeSearch(Attack):
             -1, x.shape[0], x.shape[1]).permute(1, 2, 0)  # [B, d, T]
         return self.clf.bnet.encoding.search_values(lo, hi, r, self.options.levels)
 
-    def _candidates(self, box: _Box, cur: Tensor, vals: Tensor, pick: Tensor) -> Tensor:
+    def _candidates(self, box: _Box, cur: Tensor, vals: Tensor, pick: Tensor
+                    ) -> tuple[Tensor, dict[float, Tensor]]:
         """``[b, n, d]`` neighbours of ``cur`` ``[b, d]`` (in ``box``): coordinate moves on
-        ``pick`` to the values ``vals`` ``[b, d, L]``, line moves."""
+        ``pick`` to the values ``vals`` ``[b, d, L]``, line moves; and the untargeted relaxed
+        gradients ``[b, d]`` at ``cur`` that gave the lines, by temperature."""
         b, d = cur.shape
         L = vals.shape[2]
         n = len(pick) * L
         c = cur.unsqueeze(1).repeat(1, n, 1)
         cols = pick.repeat_interleave(L)
         c[:, torch.arange(n, device=cur.device), cols] = vals[:, pick].reshape(b, n)
+        grads: dict[float, Tensor] = {}
         if self.options.line:
             steps = torch.linspace(0, 2 * box.eps, self.options.line + 1, device=cur.device,
                                    dtype=cur.dtype)[1:]
             lines = []
             for tau in self.options.line_taus:
-                g = self._relaxed_grad(cur, box.y, box.shape, tau)
+                grads[float(tau)] = g = self._relaxed_grad(cur, box.y, box.shape, tau)
                 g = g / g.abs().amax(1, keepdim=True).clamp_min(1e-12)
                 for direction in (g, g.sign()):
                     lines.append(cur[:, None] - steps[None, :, None] * direction[:, None])
             lc = torch.cat(lines, 1)
             lc = torch.minimum(torch.maximum(lc, box.lo[:, None]), box.hi[:, None])
             c = torch.cat([c, lc], 1)
-        return c
+        return c, grads
 
     def _local_search(self, box: _Box, start: Tensor, gen: torch.Generator,
                       tgt: Tensor | None = None, tau: float | None = None,
@@ -308,7 +312,7 @@ class SpikeSearch(Attack):
         moves, nem, nsm = [], [], []
         for i in range(0, len(alive), per):
             a = alive[i:i + per]
-            c = self._candidates(box[a], cur[a], vals[a], pick)
+            c, grads = self._candidates(box[a], cur[a], vals[a], pick)
             b, n, d = c.shape
             c, ya = c.reshape(b * n, d), box.y[a].repeat_interleave(n)
             ta = None if tgt is None else tgt[a].repeat_interleave(n)
@@ -318,8 +322,10 @@ class SpikeSearch(Attack):
             lowest = cem == cem.amin(1, keepdim=True)
             top = self.options.relaxed_top
             if top and bool((lowest.sum(1) > top).any()):
-                g = self._relaxed_grad(cur[a], box.y[a], box.shape, relaxed.tau,
-                                       None if tgt is None else tgt[a])
+                g = grads.get(relaxed.tau) if tgt is None else None  # the lines' own
+                if g is None:
+                    g = self._relaxed_grad(cur[a], box.y[a], box.shape, relaxed.tau,
+                                           None if tgt is None else tgt[a])
                 drop = torch.einsum("bnd,bd->bn", c.view(b, n, d) - cur[a, None], g)
                 drop = drop.masked_fill(~lowest, math.inf)
                 keep = drop.topk(top, 1, largest=False).indices

@@ -156,6 +156,12 @@ def _spike_keys(spikes: list[Tensor]) -> Tensor:
     return F.pad(keys, (0, -keys.shape[1] % 8)).view(torch.int64)
 
 
+def rows_independent(ops: list[BoundOp]) -> bool:
+    """Whether each row's output depends on that row alone and a call has no effect beyond
+    it: no op normalises by the batch or acts per call (train-mode BatchNorm, Dropout)."""
+    return not any(op.batch_dependent or op.per_step for op in ops)
+
+
 def forward_distinct(ops: list[BoundOp], z: Seq, static: bool, num_steps: int) -> Propagation:
     """The exact forward of a batch whose rows often share spike trains (a search's
     candidates, most of which differ from each other in one input coordinate).
@@ -167,7 +173,7 @@ def forward_distinct(ops: list[BoundOp], z: Seq, static: bool, num_steps: int) -
     The network must be in a mode whose ops neither depend on the batch nor act
     per call (eval mode); ``layers`` then holds the last neuron layer's record only.
     """
-    if any(op.batch_dependent or op.per_step for op in ops):
+    if not rows_independent(ops):
         raise ValueError("forward_distinct: the network's output depends on the batch or "
                          "its calls act per step (train mode); use forward()")
     last = max((i for i, op in enumerate(ops) if op.stateful), default=-1)
@@ -175,11 +181,12 @@ def forward_distinct(ops: list[BoundOp], z: Seq, static: bool, num_steps: int) -
     record, record_rows = None, None
     for i, op in enumerate(ops):
         if op.stateful:
-            cur = _stacked(z, static, num_steps) if static else list(z)
-            z, mem = op.forward_values(_steps(z, static, num_steps), keep_mem=i == last)
-            static = False
+            steps = _steps(z, static, num_steps)
+            z, mem = op.forward_values(steps, keep_mem=i == last)
             if i == last:
+                cur = _stacked(steps[0], True, num_steps) if static else steps
                 record, record_rows = LayerRecord(op.path, cur, cur, mem, mem, z, z), rows
+            static = False
             if len(z[0]) and any(not isinstance(o, IdentityOp) for o in ops[i + 1:]):
                 _, inv = torch.unique(_spike_keys(z), dim=0, return_inverse=True)
                 # one row per distinct train: any of its rows (they hold the same spikes)

@@ -148,7 +148,7 @@ class BoundedSNN(nn.Module):
         :meth:`forward` up to the CPU rounding of a matmul over another batch size; no
         gradient. In train mode (batch statistics, per-call effects) it is :meth:`forward`.
         """
-        if self.batch_dependent() or any(op.per_step for op in self.ops):
+        if not propagate.rows_independent(self.ops):
             return self(x, noise)
         noise = self.prepare(x, noise)
         with torch.no_grad():
