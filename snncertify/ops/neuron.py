@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ..gradmode import GradMode, OwnSurrogate
 from ..milp import Band, Expr, Model, Spikes, gamma, to_np
 from ..relax import Relaxation, joint_fn, joint_lower, joint_sigma, reset_fn, spike_fn
+from . import neuron_interval
 from .base import BoundOp, dot_neurons, rounding_pad
 
 _OWN = OwnSurrogate()
@@ -190,6 +191,12 @@ class NeuronOp(BoundOp):
     def reset(self) -> str:
         return self.module.reset_mechanism
 
+    @property
+    def base_membrane_rule(self) -> bool:
+        """Whether :meth:`membrane_interval` is this base class's rule (a subclass that
+        overrides it for some reset says False there)."""
+        return True
+
     def beta(self) -> Tensor:
         return self.module.beta.clamp(0, 1)
 
@@ -311,9 +318,15 @@ class NeuronOp(BoundOp):
         Returns:
             ``(spk_l, spk_u, mem_l, mem_u)``: T tensors ``[B, ...]`` each (not
             stacked: most callers never read the membranes). Each step is
-            :meth:`membrane_interval`.
+            :meth:`membrane_interval`; without ``mem_bounds`` and for the base rule,
+            computed by :mod:`~snncertify.ops.neuron_interval` (the same values, a
+            hand-written backward).
         """
         beta, thr = self.beta(), self.threshold()
+        if mem_bounds is None and self.base_membrane_rule and not (
+                torch.is_grad_enabled() and (beta.requires_grad or thr.requires_grad)):
+            return neuron_interval.interval_seq(self.reset, beta, thr, self.module.spike_grad,
+                                                cur_l, cur_u, slack)
         ml = mu = torch.zeros_like(cur_l[0])
         rl = ru = self.spike(ml).detach()  # R_1 = H(U_0 - θ), U_0 = 0
         out = ([], [], [], [])

@@ -84,6 +84,10 @@ class SynapticOp(NeuronOp):
         syn_l, syn_u = self.synaptic_bounds(cur_l, cur_u)
         return super().interval_seq(syn_l, syn_u, slack, mem_bounds)
 
+    @property
+    def base_membrane_rule(self) -> bool:
+        return self.reset != "zero"
+
     def membrane_interval(self, ml, mu, rl, ru, il, iu, beta, thr):
         """Zero reset: ``U_t`` is 0 (reset certain), ``m_t`` (no reset possible), else
         either, with ``U_{t-1} <= θ`` when it is ``m_t`` (module docstring)."""
