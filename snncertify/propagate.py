@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .gradmode import GradMode
-from .ops import BoundOp, IdentityOp
+from .ops import AffineOp, BoundOp, IdentityOp
 from .ops.base import rounding_pad
 
 Seq = Tensor | list[Tensor]  # [B, ...] when static, else T tensors [B, ...]
@@ -242,6 +242,9 @@ def interval(
             else:
                 pairs = [op.interval(lt, ht, s) for lt, ht, s in zip(lo, hi, st, strict=True)]
                 lo, hi = [p[0] for p in pairs], [p[1] for p in pairs]
+        elif isinstance(op, AffineOp) and not static:
+            with op.reusing_abs():  # |W| once for the T steps
+                lo, hi = _apply(op, op.interval, lo, hi, static=False)
         else:
             lo, hi = _apply(op, op.interval, lo, hi, static=static)
     lo, hi = _stacked(lo, static, num_steps), _stacked(hi, static, num_steps)

@@ -17,6 +17,7 @@ types to the classes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -164,10 +165,29 @@ class AffineOp(BoundOp):
     """
 
     linear = True
+    _abs_weight: Tensor | None = None
 
     def abs_linear(self, r: Tensor) -> Tensor:
         """``|A| r`` (no bias), ``r``: ``[N, ...]`` non-negative."""
         raise NotImplementedError
+
+    def abs_weight(self) -> Tensor | None:
+        """``|W|`` of a module with a weight (None: none), the one of :meth:`reusing_abs`
+        while it is active."""
+        if self._abs_weight is not None:
+            return self._abs_weight
+        weight = getattr(self.module, "weight", None)
+        return None if weight is None else weight.abs()
+
+    @contextmanager
+    def reusing_abs(self):
+        """Within it, :meth:`abs_weight` is computed once (T steps of one propagation;
+        autograd then also takes its backward once)."""
+        self._abs_weight = self.abs_weight()
+        try:
+            yield
+        finally:
+            self._abs_weight = None
 
     def interval(self, lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
         centre = torch.add(lower, upper).mul_(0.5)  # in place on fresh tensors: fewer passes

@@ -14,7 +14,7 @@ class LinearOp(AffineOp):
     """``nn.Linear``: ``[N, in_features] -> [N, out_features]``."""
 
     def abs_linear(self, r: Tensor) -> Tensor:
-        return F.linear(r, self.module.weight.abs())
+        return F.linear(r, self.abs_weight())
 
     def backward(self, lam: Tensor, in_shape: tuple[int, ...]) -> Tensor:
         return lam.matmul(self.module.weight)
@@ -33,7 +33,7 @@ class Conv2dOp(AffineOp):
     milp_fan_factor = 2
 
     def abs_linear(self, r: Tensor) -> Tensor:
-        return self.module._conv_forward(r, self.module.weight.abs(), None)
+        return self.module._conv_forward(r, self.abs_weight(), None)
 
     def backward(self, lam: Tensor, in_shape: tuple[int, ...]) -> Tensor:
         """``conv_transpose2d`` with the output padding that restores ``in_shape``
