@@ -11,10 +11,11 @@ process, so its peak resident memory (MiB, the process's high-water mark, less t
 memory it held before the first step) is its own; beside it, the memory planner's
 estimate of what autograd keeps for the bound (``snncertify.budget``). A step the
 memory budget refuses is reported as refused with the planner's message. Prints a
-table and writes CSV + Markdown.
+table and writes CSV, Markdown and a PNG of the ratios.
 
     python benchmarks/bench_train_step.py [--archs mnist-fc mnist-conv cifar-conv]
-        [--batch 64] [--eps 0.1] [--repeats 3] [--threads 1] [--out runs/train_step]
+        [--variants clean ibp ...] [--batch 64 128] [--eps 0.1] [--repeats 3]
+        [--threads 1 2] [--out runs/train_step]
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import torch
 
 from snncertify import MemoryBudgetError, certify
 from snncertify.methods import method_cost
-from snncertify.report import write_csv, write_markdown
+from snncertify.report import plot_bars, write_csv, write_markdown
 from snncertify.training import ARCHS, build_arch
 from snncertify.training.defenses import Certified, Clean
 
@@ -106,30 +107,48 @@ def fmt(row: dict, clean_s: float) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--archs", nargs="+", default=["mnist-fc", "mnist-conv", "cifar-conv"])
-    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS),
+                   help="steps to time (the clean one is always timed: the ratios need it)")
+    p.add_argument("--batch", type=int, nargs="+", default=[64])
     p.add_argument("--eps", type=float, default=0.1)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, nargs="+", default=[1])
     p.add_argument("--out", default="runs/train_step")
     args = p.parse_args()
+    variants = ["clean", *(v for v in args.variants if v != "clean")]
     table = []
     for arch in args.archs:
-        rows = [run_cell(arch, v, args.batch, args.eps, args.repeats, args.threads)
-                for v in VARIANTS]
-        clean_s = rows[0]["seconds"]
-        for r in rows:
-            line = {"arch": arch, "T": r["T"], "step": r["step"], "time": fmt(r, clean_s),
-                    "peak MiB": r.get("peak_mib", ""),
-                    "planner: kept MiB": r.get("kept_estimate_mib", "")}
-            table.append(line)
-            print("  ".join(f"{k} {v}" for k, v in line.items()), flush=True)
+        for batch in args.batch:
+            for threads in args.threads:
+                rows = [run_cell(arch, v, batch, args.eps, args.repeats, threads)
+                        for v in variants]
+                clean_s = rows[0]["seconds"]
+                for r in rows:
+                    line = {"arch": arch, "T": r["T"], "batch": batch, "threads": threads,
+                            "step": r["step"], "seconds": r["seconds"],
+                            "x clean": None if r["seconds"] is None
+                            else round(r["seconds"] / clean_s, 2),
+                            "time": fmt(r, clean_s), "peak MiB": r.get("peak_mib", ""),
+                            "planner: kept MiB": r.get("kept_estimate_mib", "")}
+                    table.append(line)
+                    print("  ".join(f"{k} {v}" for k, v in line.items()), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv(table, out / "train_step.csv")
     write_markdown(table, out / "train_step.md",
-                   title=f"One training step, batch {args.batch}, {args.threads} thread(s), "
-                         f"eps {args.eps}, best of {args.repeats}, a fresh process each")
-    print(f"wrote {out / 'train_step.csv'} and {out / 'train_step.md'}")
+                   title=f"One training step, eps {args.eps}, best of {args.repeats}, "
+                         "a fresh process each")
+    plot(table, out / "train_step.png", f"One training step relative to the clean step (eps "
+         f"{args.eps}, best of {args.repeats}, fresh weights)")
+    print(f"wrote {out / 'train_step.csv'}, .md and .png")
+
+
+def plot(table: list[dict], path: Path, title: str) -> None:
+    """Bars: seconds per step over the clean step's, grouped by (arch, batch, threads)."""
+    bars = [{"setting": f"{r['arch']} b{r['batch']} t{r['threads']}", "step": r["step"],
+             "x clean": r["x clean"]} for r in table if r["x clean"] is not None]
+    plot_bars(bars, "setting", "step", "x clean", path, title=title,
+              ylabel="seconds per step / clean step's")
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ class _IntervalFn(torch.autograd.Function):
         sl, su, ml, mu, masks = _run(reset, beta, thr, list(cur[:steps]), list(cur[steps:]),
                                      slack, keep_masks=True)
         ctx.set_materialize_grads(False)
-        ctx.reset, ctx.slack, ctx.spike_fn, ctx.steps = reset, slack, spike_fn, steps
+        ctx.slack, ctx.spike_fn, ctx.steps = slack, spike_fn, steps
         flat = [m if m is not None else torch.empty(0) for step in masks for m in step]
         ctx.save_for_backward(beta, thr, *ml, *mu, *flat)
         return (*sl, *su, *ml, *mu)
