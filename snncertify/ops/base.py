@@ -172,8 +172,9 @@ class AffineOp(BoundOp):
         raise NotImplementedError
 
     def abs_weight(self) -> Tensor | None:
-        """``|W|`` of a module with a weight (None: none), the one of :meth:`reusing_abs`
-        while it is active."""
+        """``|W|`` of the module's ``weight`` (None: it has none), for the ``abs_linear`` of
+        ops whose ``|A|`` is it (Linear, Conv2d); the one of :meth:`reusing_abs` while that
+        is active."""
         if self._abs_weight is not None:
             return self._abs_weight
         weight = getattr(self.module, "weight", None)

@@ -276,26 +276,7 @@ class NeuronOp(BoundOp):
         ``R_t`` (``rl, ru``) and ``I_t`` (``il, iu``), before any slack. The decay and
         reset term is bounded as ONE function of ``U_{t-1}``, which is tighter than
         bounding ``β U`` and ``θ R`` separately."""
-        if self.reset == "subtract":
-            # h(u) = βu - θ H(u - θ): βu up to θ, βu - θ above it (infimum βθ - θ).
-            base_l, base_u = torch.addcmul(il, beta, ml), torch.addcmul(iu, beta, mu)
-            lo = torch.addcmul(base_l, rl, thr, value=-1)
-            hi = torch.addcmul(base_u, ru, thr, value=-1)
-            unstable = rl != ru
-            lo = torch.where(unstable, torch.minimum(base_l, beta * thr - thr + il), lo)
-            hi = torch.where(unstable, torch.maximum(base_u - thr, beta * thr + iu), hi)
-            return lo, hi
-        if self.reset == "zero":
-            # g(u) = u 1[u <= θ] on [ml, mu]. Upper: mu if no spike is possible,
-            # max(θ, 0) if one is, 0 if it is certain. Lower: ml if no spike is
-            # possible, else min(ml, 0) (exact when unstable; when a spike is
-            # certain g = 0 >= min(ml, 0), equal to it for θ >= 0).
-            thr_pos = thr.clamp(min=0)
-            spike_possible = ru > 0
-            gl = torch.where(spike_possible, ml.clamp(max=0), ml)
-            gu = torch.where(spike_possible, torch.addcmul(thr_pos, rl, thr_pos, value=-1), mu)
-            return torch.addcmul(il, beta, gl), torch.addcmul(iu, beta, gu)
-        return torch.addcmul(il, beta, ml), torch.addcmul(iu, beta, mu)
+        return neuron_interval.membrane_step(self.reset, ml, mu, rl, ru, il, iu, beta, thr)[:2]
 
     def interval_seq(
         self, cur_l: list[Tensor], cur_u: list[Tensor], slack: float = 0.0,
@@ -332,9 +313,7 @@ class NeuronOp(BoundOp):
         out = ([], [], [], [])
         for t in range(len(cur_l)):
             lo, hi = self.membrane_interval(ml, mu, rl, ru, cur_l[t], cur_u[t], beta, thr)
-            if slack:  # pad = slack (1 + max(|lo|, |hi|)), and max(|lo|, |hi|) = max(-lo, hi)
-                mag = torch.maximum(hi, -lo).add_(1)  # in place on a fresh tensor
-                lo, hi = torch.add(lo, mag, alpha=-slack), torch.add(hi, mag, alpha=slack)
+            lo, hi, _ = neuron_interval.pad_step(lo, hi, slack)
             if mem_bounds is not None:
                 lo, hi = torch.maximum(lo, mem_bounds[0][t]), torch.minimum(hi, mem_bounds[1][t])
             ml, mu = lo, hi

@@ -3,9 +3,10 @@
 :meth:`NeuronOp.interval_seq <snncertify.ops.neuron.NeuronOp.interval_seq>` written
 with autograd records about 20 elementwise ops per step, each with its own backward
 kernel and saved tensors; on a convnet's first layer that was most of an IBP
-training step. Here the forward runs without autograd, in the SAME float operations
-and order (so the bounds are bit-identical), and saves per step only the two bound
-tensors it returns and three boolean masks. The backward uses that every rule has
+training step. The rule lives here once (:func:`membrane_step`, :func:`pad_step`): the
+autograd code records it, and :class:`_IntervalFn` runs it without autograd (so the
+bounds are the same bit for bit), saving per step only the two bound tensors it
+returns and three {0, 1} masks. The backward uses that every rule has
 ``d lo_t / d I^l_t = d hi_t / d I^u_t = 1`` and ``d lo_t / d lo_{t-1} = β`` or 0
 (``hi`` alike), chosen by the masks; resets are detached, as in the autograd version.
 
@@ -29,13 +30,16 @@ from torch.autograd.function import once_differentiable
 Masks = tuple[Tensor | None, Tensor | None, Tensor | None]
 
 
-def _step(reset: str, ml: Tensor, mu: Tensor, rl: Tensor, ru: Tensor, il: Tensor, iu: Tensor,
-          beta: Tensor, thr: Tensor, slack: float, masks: bool) -> tuple[Tensor, Tensor, Masks]:
-    """One step of :meth:`NeuronOp.membrane_interval` plus the slack, no autograd:
-    ``(lo, hi, masks)`` (masks only if ``masks``). The value expressions are the autograd
-    version's, verbatim."""
-    keep_l = keep_u = from_hi = None
+def membrane_step(reset: str, ml: Tensor, mu: Tensor, rl: Tensor, ru: Tensor, il: Tensor,
+                  iu: Tensor, beta: Tensor, thr: Tensor, masks: bool = False
+                  ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """The base rule of :meth:`NeuronOp.membrane_interval
+    <snncertify.ops.neuron.NeuronOp.membrane_interval>` (before any slack):
+    ``(lo, hi, keep_l, keep_u)``, the keep masks (:data:`Masks`) only if ``masks``.
+    Plain tensor ops: under autograd they record their own graph."""
+    keep_l = keep_u = None
     if reset == "subtract":
+        # h(u) = βu - θ H(u - θ): βu up to θ, βu - θ above it (infimum βθ - θ).
         base_l, base_u = torch.addcmul(il, beta, ml), torch.addcmul(iu, beta, mu)
         lo = torch.addcmul(base_l, rl, thr, value=-1)
         hi = torch.addcmul(base_u, ru, thr, value=-1)
@@ -48,6 +52,10 @@ def _step(reset: str, ml: Tensor, mu: Tensor, rl: Tensor, ru: Tensor, il: Tensor
             keep_l = (~(unstable & (cap_l < base_l))).to(lo.dtype)
             keep_u = (~(unstable & (cap_u > top_u))).to(hi.dtype)
     elif reset == "zero":
+        # g(u) = u 1[u <= θ] on [ml, mu]. Upper: mu if no spike is possible,
+        # max(θ, 0) if one is, 0 if it is certain. Lower: ml if no spike is
+        # possible, else min(ml, 0) (exact when unstable; when a spike is
+        # certain g = 0 >= min(ml, 0), equal to it for θ >= 0).
         thr_pos = thr.clamp(min=0)
         spike_possible = ru > 0
         gl = torch.where(spike_possible, ml.clamp(max=0), ml)
@@ -58,30 +66,39 @@ def _step(reset: str, ml: Tensor, mu: Tensor, rl: Tensor, ru: Tensor, il: Tensor
             keep_u = 1 - ru  # ru is 0 or 1: no spike possible
     else:
         lo, hi = torch.addcmul(il, beta, ml), torch.addcmul(iu, beta, mu)
-    if slack:
-        neg_lo = -lo
-        mag = torch.maximum(hi, neg_lo).add_(1)
-        if masks:
-            from_hi = torch.ge(hi, neg_lo).to(hi.dtype)
-        lo, hi = torch.add(lo, mag, alpha=-slack), torch.add(hi, mag, alpha=slack)
-    return lo, hi, (keep_l, keep_u, from_hi)
+    return lo, hi, keep_l, keep_u
+
+
+def pad_step(lo: Tensor, hi: Tensor, slack: float, masks: bool = False
+             ) -> tuple[Tensor, Tensor, Tensor | None]:
+    """The membrane slack: ``lo - s mag, hi + s mag`` with ``mag = 1 + max(|lo|, |hi|) =
+    1 + max(-lo, hi)``, and (if ``masks``) whether ``mag`` came from ``hi``."""
+    if not slack:
+        return lo, hi, None
+    neg_lo = -lo
+    mag = torch.maximum(hi, neg_lo).add_(1)  # in place on a fresh tensor
+    from_hi = torch.ge(hi, neg_lo).to(hi.dtype) if masks else None
+    return torch.add(lo, mag, alpha=-slack), torch.add(hi, mag, alpha=slack), from_hi
 
 
 def _run(reset: str, beta: Tensor, thr: Tensor, cur_l: list[Tensor], cur_u: list[Tensor],
          slack: float, keep_masks: bool):
-    """The T steps: ``(spk_l, spk_u, mem_l, mem_u, masks)``, lists of T tensors ``[B, ...]``."""
+    """The T steps without autograd: ``(spk_l, spk_u, mem_l, mem_u, masks)``, lists of T
+    tensors ``[B, ...]`` (``masks``: T :data:`Masks` if ``keep_masks``, else empty)."""
     ml = mu = torch.zeros_like(cur_l[0])
     rl = ru = torch.gt(ml, thr).to(ml.dtype)  # R_1 = H(U_0 - θ); u - θ > 0 iff u > θ
     sl_, su_, ml_, mu_, masks = [], [], [], [], []
     for il, iu in zip(cur_l, cur_u, strict=True):
-        ml, mu, m = _step(reset, ml, mu, rl, ru, il, iu, beta, thr, slack, keep_masks)
+        lo, hi, keep_l, keep_u = membrane_step(reset, ml, mu, rl, ru, il, iu, beta, thr,
+                                               keep_masks)
+        ml, mu, from_hi = pad_step(lo, hi, slack, keep_masks)
         rl, ru = torch.gt(ml, thr).to(ml.dtype), torch.gt(mu, thr).to(mu.dtype)  # strict H
         sl_.append(rl)
         su_.append(ru)
         ml_.append(ml)
         mu_.append(mu)
         if keep_masks:
-            masks.append(m)
+            masks.append((keep_l, keep_u, from_hi))
     return sl_, su_, ml_, mu_, masks
 
 
@@ -111,8 +128,8 @@ class _IntervalFn(torch.autograd.Function):
                                      slack, keep_masks=True)
         ctx.set_materialize_grads(False)
         ctx.slack, ctx.spike_fn, ctx.steps = slack, spike_fn, steps
-        flat = [m if m is not None else torch.empty(0) for step in masks for m in step]
-        ctx.save_for_backward(beta, thr, *ml, *mu, *flat)
+        ctx.masks = masks  # neither inputs nor outputs: kept on ctx
+        ctx.save_for_backward(beta, thr, *ml, *mu)
         return (*sl, *su, *ml, *mu)
 
     @staticmethod
@@ -120,17 +137,16 @@ class _IntervalFn(torch.autograd.Function):
     def backward(ctx, *grads):
         T, slack = ctx.steps, ctx.slack
         beta, thr, *saved = ctx.saved_tensors
-        ml, mu, flat = saved[:T], saved[T:2 * T], saved[2 * T:]
-        masks = [tuple(None if m.numel() == 0 else m for m in flat[3 * t:3 * t + 3])
-                 for t in range(T)]
+        ml, mu = saved[:T], saved[T:]
+        deriv = _derivative(ctx.spike_fn, ml[0].dtype)
         g_sl, g_su, g_ml, g_mu = (grads[k * T:(k + 1) * T] for k in range(4))
         d_l: list[Tensor | None] = [None] * T
         d_u: list[Tensor | None] = [None] * T
         carry_l = carry_u = None
         for t in reversed(range(T)):
-            gl = _sum(g_ml[t], carry_l, _surrogate(ctx.spike_fn, ml[t], thr, g_sl[t]))
-            gu = _sum(g_mu[t], carry_u, _surrogate(ctx.spike_fn, mu[t], thr, g_su[t]))
-            keep_l, keep_u, from_hi = masks[t]
+            gl = _sum(g_ml[t], carry_l, None if g_sl[t] is None else deriv(ml[t] - thr, g_sl[t]))
+            gu = _sum(g_mu[t], carry_u, None if g_su[t] is None else deriv(mu[t] - thr, g_su[t]))
+            keep_l, keep_u, from_hi = ctx.masks[t]
             if slack and (gl is not None or gu is not None):
                 gl = torch.zeros_like(ml[t]) if gl is None else gl
                 gu = torch.zeros_like(mu[t]) if gu is None else gu
@@ -143,17 +159,20 @@ class _IntervalFn(torch.autograd.Function):
         return (None, None, None, None, None, None, *d_l, *d_u)
 
 
-def _surrogate(spike_fn, mem: Tensor, thr: Tensor, grad: Tensor | None) -> Tensor | None:
-    """``grad * d spike_fn(mem - θ) / d mem`` through the module's own surrogate."""
-    if grad is None:
-        return None
+def _derivative(spike_fn, dtype: torch.dtype):
+    """``(v, grad) -> grad * d spike_fn(v) / d v`` (``v = mem - θ``, a fresh tensor the
+    function may overwrite) through the module's own surrogate: snnTorch's atan and
+    fast-sigmoid in place, any other through autograd."""
     known = _known_derivative(spike_fn)
     if known is not None:  # their forward returns float32: the gradient passes that cast
-        return known(mem - thr, grad.to(torch.float32))
-    with torch.enable_grad():
-        v = (mem - thr).requires_grad_(True)
-        (g,) = torch.autograd.grad(spike_fn(v).to(mem.dtype), v, grad)
-    return g
+        return lambda v, grad: known(v, grad.to(torch.float32))
+
+    def through_autograd(v: Tensor, grad: Tensor) -> Tensor:
+        with torch.enable_grad():
+            v.requires_grad_(True)
+            (g,) = torch.autograd.grad(spike_fn(v).to(dtype), v, grad)
+        return g
+    return through_autograd
 
 
 def _atan_grad(alpha: float):
