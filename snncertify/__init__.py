@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from . import alpha as _alpha  # noqa: F401  (registers "alpha-crown")
+from . import bab as _bab  # noqa: F401  (registers "bab": branch and bound)
 from . import crown as _crown  # noqa: F401  (registers "crown-ibp", "crown")
 from . import exact as _exact  # noqa: F401  (registers "exact": small nets only)
 from .budget import MemoryBudgetError

@@ -99,6 +99,8 @@ class _Program:
     scores: Expr
     inputs: MilpInputs
     num_steps: int = 0
+    #: per neuron layer, per step: its spike expressions (a binary's column where free)
+    spikes: list[list[Expr]] = field(default_factory=list)
 
     def objective(self, c: np.ndarray) -> tuple[np.ndarray, float]:
         """Linear objective ``c @ scores`` as ``(vector over vars, constant)``."""
@@ -129,6 +131,7 @@ def _build(bnet, x: Tensor, threat: Threat, noise: Tensor | None, prop, b: int,
             layer += 1
             cur = [static] * T if seq is None else seq
             seq, last_mem = op.encode_milp_seq(model, cur, rec, b, T)
+            prog.spikes.append(seq)
             static = None
         else:
             apply = op.milp_map(model, (static if seq is None else seq[0]).shape)

@@ -23,6 +23,8 @@ import snntorch as snn
 import torch
 from torch import nn
 
+from snncertify import certify
+
 sys.path.insert(0, os.path.dirname(__file__))
 torch.set_num_threads(1)  # tiny test nets: a second OpenMP thread only adds sync cost
 
@@ -260,3 +262,28 @@ def perturbations():
     """``perturbations(bnet, x, eps, n, seed, noise=None, mask=None) -> [n, B, ...]``: inputs
     in the threat set (random points, box corners, flips), ``netgen.perturbations``."""
     return netgen.perturbations
+
+
+@pytest.fixture
+def make_case(random_fc_net, unit_inputs, spike_inputs):
+    """Factory ``make_case(encoding, resets, hidden, seed, B=2, n_in=16, T=3, readout="rate",
+    budget=True) -> (net, bnet, x, eps)``: ``random_fc_net(n_in, hidden, 4, resets, seed)``
+    wrapped for ``encoding``, inputs ``x`` (``[B, n_in]``; event: ``[T, B, n_in]``) drawn
+    from a generator seeded ``seed + 1``, and a threat ``eps``: 0.08, or for events a flip
+    budget of 1 (``budget``) or a random flip mask ``[T, B, n_in]``."""
+
+    def build(encoding: str, resets: list[str], hidden: list[int], seed: int, B: int = 2,
+              n_in: int = 16, T: int = 3, readout: str = "rate", budget: bool = True):
+        net = random_fc_net(n_in, hidden, 4, resets, seed)
+        bnet = certify(net, T, encoding=encoding, readout=readout, seed=seed)
+        gen = torch.Generator().manual_seed(seed + 1)
+        if encoding == "event":
+            x = spike_inputs(T, B, n_in, p=0.4, seed=gen)
+            # a flip budget anywhere, or a flip mask
+            eps = 1 if budget else unit_inputs(T, B, n_in, seed=gen) < 0.2
+        else:
+            x = unit_inputs(B, n_in, seed=gen)
+            eps = 0.08
+        return net, bnet, x, eps
+
+    return build
