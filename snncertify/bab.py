@@ -67,7 +67,7 @@ from .progress import progress_bar
 from .readout import readout_bounds
 from .threat import Threat
 
-BRANCHING = ("causal", "width")
+BRANCHING = ("causal", "output", "width")
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,8 @@ class BabOptions:
             (its leaves are split further, and a fully split leaf is ``unknown``).
         node_limit: branch-and-bound nodes per leaf MILP solve.
         root: intermediate bounds of the root, ``"crown"`` (refined) or ``"crown-ibp"``.
+        beta_iterations, beta_lr: Adam steps (0: none) and step size of the split
+            multipliers β per bound call.
         progress: a tqdm bar over samples.
     """
 
@@ -95,6 +97,8 @@ class BabOptions:
     max_binaries: int = 20000
     node_limit: int = 2000
     root: str = "crown"
+    beta_iterations: int = 8
+    beta_lr: float = 0.1
     progress: bool = False
 
     def __post_init__(self) -> None:
@@ -103,9 +107,11 @@ class BabOptions:
         if self.root not in ("crown", "crown-ibp"):
             raise ValueError(f"root must be 'crown' or 'crown-ibp', got {self.root!r}")
         if not (self.time_limit > 0 and self.batch >= 1 and self.max_domains >= 1
-                and self.node_limit >= 1 and self.leaf_unstable >= 0):
-            raise ValueError("BabOptions: time_limit > 0, batch, max_domains, node_limit >= 1 "
-                             "and leaf_unstable >= 0 are required")
+                and self.node_limit >= 1 and self.leaf_unstable >= 0
+                and self.beta_iterations >= 0 and self.beta_lr > 0):
+            raise ValueError("BabOptions: time_limit > 0, batch, max_domains, node_limit >= 1, "
+                             "leaf_unstable >= 0, beta_iterations >= 0 and beta_lr > 0 "
+                             "are required")
 
 
 @dataclass
@@ -151,11 +157,13 @@ class BabResult:
 # ------------------------------------------------------------------ subdomains
 @dataclass
 class _Domain:
-    """One subdomain: membrane boxes per neuron op (``lo``/``hi`` ``[T, n]``), the
+    """One subdomain: membrane boxes per neuron op (``lo``/``hi`` ``[T, n]``), its
+    splits (``sign`` ``[T, n]``: +1 spike fixed to 1, -1 to 0, 0 not split), the
     lower bounds ``[R]`` of its margin rows, and its depth."""
 
     lo: dict[int, Tensor]
     hi: dict[int, Tensor]
+    sign: dict[int, Tensor]
     rows: Tensor
     depth: int
 
@@ -168,8 +176,9 @@ class _Bounder:
     """Bounds batches of subdomains of one sample (``problem``: the sample's CROWN
     problem, batch 1; ``spec``: its margin rows ``[1, R, K]``)."""
 
-    def __init__(self, bnet, problem: crown.Problem, spec: Tensor) -> None:
+    def __init__(self, bnet, problem: crown.Problem, spec: Tensor, opts: BabOptions) -> None:
         self.bnet, self.problem, self.spec = bnet, problem, spec
+        self.iterations, self.lr = opts.beta_iterations, opts.beta_lr
         self.neurons = crown.neuron_indices(problem.ops)
         self.thr = {}
         self.shapes = {}
@@ -198,9 +207,9 @@ class _Bounder:
             (p.out_pad.shape[0], d, *p.out_pad.shape[2:]))
         return replace(p, lo=rep(p.lo), hi=rep(p.hi), x0=x0, out_pad=pad, batch=d, plan=None)
 
-    def bound(self, lo: dict[int, Tensor], hi: dict[int, Tensor]
+    def bound(self, lo: dict[int, Tensor], hi: dict[int, Tensor], sign: dict[int, Tensor]
               ) -> tuple[Tensor, Tensor, dict[int, Tensor], dict[int, Tensor]]:
-        """Bound ``D`` subdomains (boxes ``[D, T, n]`` per neuron op).
+        """Bound ``D`` subdomains (boxes ``[D, T, n]`` per neuron op, splits ``sign`` likewise).
 
         Returns ``(rows [D, R], empty [D], lo, hi)``: the margin rows' lower bounds,
         which subdomains are empty, and the tightened boxes."""
@@ -222,10 +231,45 @@ class _Bounder:
             new_hi[i] = torch.stack(inter.mem_u[i], 1).reshape(d, T, -1)
             empty |= (new_lo[i] > new_hi[i]).flatten(1).any(1)
         spec = self.spec.expand((d, *self.spec.shape[1:]))
-        ibp_l, ibp_u = spec_interval(spec, *readout_bounds(self.bnet.readout, prop))
-        rows, _ = crown.linear_bounds(self.bnet, problem, inter, spec, ibp_l, ibp_u,
-                                      need_upper=False)
-        return rows, empty, new_lo, new_hi
+        ibp_l, _ = spec_interval(spec, *readout_bounds(self.bnet.readout, prop))
+        rows = self.split_bound(problem, inter, spec, sign)
+        return torch.maximum(rows, ibp_l), empty, new_lo, new_hi
+
+    def split_bound(self, problem: crown.Problem, inter: crown.Intermediate, spec: Tensor,
+                    sign: dict[int, Tensor]) -> Tensor:
+        """CROWN's lower bounds ``[D, R]`` of the rows over the subdomains, with the split
+        constraints ``g = sign (U - θ) >= 0`` added as ``-β g`` (β >= 0 per split, row and
+        subdomain, optimised by Adam; β = 0 is plain CROWN): for every β the bound holds
+        on the subdomain, so the best iterate is returned."""
+        with torch.no_grad():
+            best, _ = crown.output_pass(self.bnet, problem, inter, spec, crown.SCROWN)
+        active = {i: v for i, v in sign.items() if bool(v.any())}
+        if not active or self.iterations == 0:
+            return best
+        d, R = spec.shape[:2]
+        T = problem.num_steps
+        ref = problem.lo
+        sgn = {i: v.permute(1, 0, 2).unsqueeze(2).to(ref.dtype) for i, v in active.items()}
+        betas = {i: torch.zeros((T, d, R, v.shape[-1]), dtype=ref.dtype, device=ref.device,
+                                requires_grad=True) for i, v in sgn.items()}
+        opt = torch.optim.Adam(list(betas.values()), lr=self.lr)
+        for _ in range(self.iterations):
+            with torch.enable_grad():
+                terms, const, mag = {}, 0.0, 0.0
+                for i, v in sgn.items():
+                    b = betas[i].clamp(min=0) * v  # β sign: [T, D, R, n]
+                    terms[i] = (-b).reshape((T, d, R, *self.shapes[i]))
+                    const = const + (b * self.thr[i]).sum((0, 3))
+                    mag = mag + (b * self.thr[i]).abs().sum((0, 3))
+                bound, _ = crown.output_pass(self.bnet, problem, inter, spec, crown.SCROWN,
+                                             terms)
+                bound = bound + const - problem.slack * mag
+                grads = torch.autograd.grad(-bound.sum(), list(betas.values()))
+            best = torch.maximum(best, bound.detach())
+            for b, g in zip(betas.values(), grads, strict=True):
+                b.grad = g
+            opt.step()
+        return best
 
     def unstable(self, lo: dict[int, Tensor], hi: dict[int, Tensor]) -> dict[int, Tensor]:
         """Bool ``[D, T, n]`` per neuron op: the interval straddles the threshold."""
@@ -242,18 +286,26 @@ def _choose(bounder: _Bounder, lo: dict[int, Tensor], hi: dict[int, Tensor], rul
     scores = {}
     for i in neurons:
         th = bounder.thr[i]
-        s = torch.minimum(th - lo[i], hi[i] - th) if rule == "causal" else hi[i] - lo[i]
+        s = hi[i] - lo[i] if rule == "width" else torch.minimum(th - lo[i], hi[i] - th)
         scores[i] = torch.where(unstable[i], s, torch.full_like(s, -math.inf))
     picks: list[tuple[int, int, int] | None] = []
-    if rule == "causal":
-        has = torch.stack([unstable[i].any(2) for i in neurons], 2).flatten(1)  # [D, T * L]
-        first = has.to(torch.int8).argmax(1)  # the earliest (step, layer) with one
+    if rule in ("causal", "output"):
+        order = neurons if rule == "causal" else neurons[::-1]
+        has = torch.stack([unstable[i].any(2) for i in order], 2)  # [D, T, L]
+        if rule == "output":  # the last layer first, then the earliest step
+            has = has.transpose(1, 2)
+        has = has.flatten(1)
+        first = has.to(torch.int8).argmax(1)  # the first (step, layer) / (layer, step) with one
+        T = lo[neurons[0]].shape[1]
         for k in range(d):
             if not bool(has[k, first[k]]):
                 picks.append(None)
                 continue
-            t, layer = divmod(int(first[k]), len(neurons))
-            i = neurons[layer]
+            if rule == "causal":
+                t, layer = divmod(int(first[k]), len(order))
+            else:
+                layer, t = divmod(int(first[k]), T)
+            i = order[layer]
             picks.append((i, t, int(scores[i][k, t].argmax())))
         return picks
     best = torch.stack([scores[i].flatten(1).max(1).values for i in neurons], 1)  # [D, L]
@@ -396,10 +448,12 @@ class _Sample:
         self.domains = 1
         if float(rows0.min()) > 0:
             return self.result("verified", float(rows0.min()))
-        bounder = _Bounder(bnet, problem, spec)
+        bounder = _Bounder(bnet, problem, spec, opts)
         T = problem.num_steps
         root = _Domain({i: torch.stack(inter.mem_l[i], 1).reshape(T, -1) for i in bounder.neurons},
                        {i: torch.stack(inter.mem_u[i], 1).reshape(T, -1) for i in bounder.neurons},
+                       {i: torch.zeros((T, bounder.thr[i].numel()), dtype=torch.int8,
+                                       device=rows0.device) for i in bounder.neurons},
                        rows0, 0)
         leaves = self.leaves(bounder, problem, inter)
         return self.search(bounder, root, leaves, others)
@@ -433,8 +487,8 @@ class _Sample:
             lo = {i: torch.stack([p.lo[i] for p in parents]) for i in bounder.neurons}
             hi = {i: torch.stack([p.hi[i] for p in parents]) for i in bounder.neurons}
             picks = _choose(bounder, lo, hi, opts.branching)
-            kids_lo = {i: [] for i in bounder.neurons}
-            kids_hi = {i: [] for i in bounder.neurons}
+            kids: dict[str, dict[int, list[Tensor]]] = {
+                key: {i: [] for i in bounder.neurons} for key in ("lo", "hi", "sign")}
             kid_parents = []
             # every child's bound is at least its parent's: a floor of what is left open
             floor = min(self.closed, *(p.bound for p in parents), *(q[0] for q in queue))
@@ -445,20 +499,22 @@ class _Sample:
                 i, t, n = pick
                 th = bounder.thr[i][n]
                 for on in (False, True):
-                    box_lo, box_hi = lo[i][k].clone(), hi[i][k].clone()
+                    box_lo, box_hi, sign = lo[i][k].clone(), hi[i][k].clone(), p.sign[i].clone()
                     if on:  # U > θ: at least the next float above θ
                         above = torch.nextafter(th, torch.full_like(th, math.inf))
                         box_lo[t, n] = torch.maximum(box_lo[t, n], above)
                     else:
                         box_hi[t, n] = torch.minimum(box_hi[t, n], th)
+                    sign[t, n] = 1 if on else -1
                     for j in bounder.neurons:
-                        kids_lo[j].append(box_lo if j == i else lo[j][k])
-                        kids_hi[j].append(box_hi if j == i else hi[j][k])
+                        kids["lo"][j].append(box_lo if j == i else lo[j][k])
+                        kids["hi"][j].append(box_hi if j == i else hi[j][k])
+                        kids["sign"][j].append(sign if j == i else p.sign[j])
                     kid_parents.append(p)
+            stacked = {key: {i: torch.stack(v) for i, v in d.items()} for key, d in kids.items()}
             with torch.no_grad():
-                rows, empty, new_lo, new_hi = bounder.bound(
-                    {i: torch.stack(v) for i, v in kids_lo.items()},
-                    {i: torch.stack(v) for i, v in kids_hi.items()})
+                rows, empty, new_lo, new_hi = bounder.bound(stacked["lo"], stacked["hi"],
+                                                            stacked["sign"])
             self.domains += len(kid_parents)
             unstable = bounder.unstable(new_lo, new_hi)
             counts = sum(u.flatten(1).sum(1) for u in unstable.values())
@@ -467,6 +523,7 @@ class _Sample:
                     continue
                 kid = _Domain({i: new_lo[i][k] for i in bounder.neurons},
                               {i: new_hi[i][k] for i in bounder.neurons},
+                              {i: stacked["sign"][i][k] for i in bounder.neurons},
                               torch.maximum(rows[k], p.rows), p.depth + 1)
                 self.depth = max(self.depth, kid.depth)
                 if kid.bound > 0:

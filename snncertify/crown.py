@@ -264,10 +264,14 @@ def relaxed_backward(op: BoundOp, lam: Tensor, bounds: tuple[Tensor, Tensor], ti
 
 # --------------------------------------------------------------- the pass
 def back_substitute(problem: Problem, bounds: Intermediate, lines: LineChoice, start: int,
-                    lam: Tensor | None, lam_mem: Tensor | None, steps: int
+                    lam: Tensor | None, lam_mem: Tensor | None, steps: int,
+                    mem_terms: dict[int, Tensor] | None = None,
                     ) -> tuple[Tensor, dict[int, list[Tensor | None]]]:
-    """Lower bound ``[B, M]`` of ``sum_t lam_t · out_t + lam_mem_t · U_t``, and (when
-    ``lines.record``) op index -> the per-step σ of the neuron slopes used, else ``{}``.
+    """Lower bound ``[B, M]`` of ``sum_t lam_t · out_t + lam_mem_t · U_t`` (plus, for
+    each neuron op ``i`` in ``mem_terms``, ``sum_t mem_terms[i]_t · U^i_t``: terms on the
+    membranes of earlier layers, ``[T, B, M, ...]``, e.g. branch and bound's split
+    multipliers), and (when ``lines.record``) op index -> the per-step σ of the
+    neuron slopes used, else ``{}``.
 
     ``out_t`` is the output of ``ops[start - 1]`` (``lam``: ``[steps, B, M, ...]``
     or None); ``U_t`` the membrane of ``ops[start - 1]``, which must then be a
@@ -281,8 +285,11 @@ def back_substitute(problem: Problem, bounds: Intermediate, lines: LineChoice, s
     for i in reversed(range(start)):
         op = problem.ops[i]
         if op.stateful:
-            res = neuron_backward(problem, bounds, lines, i,
-                                  Coefficients(lam, lam_mem if i == start - 1 else None), steps)
+            mem = lam_mem if i == start - 1 else None
+            if mem_terms and i in mem_terms:
+                extra = mem_terms[i][:steps]
+                mem = extra if mem is None else mem + extra
+            res = neuron_backward(problem, bounds, lines, i, Coefficients(lam, mem), steps)
             lam, c, m, lam_mem = res.lam, res.const, res.mag, None
             if lines.record:
                 used[i] = res.slopes
@@ -339,18 +346,19 @@ def output_lower(bnet, problem: Problem, bounds: Intermediate, C: Tensor,
                       for a in range(0, C.shape[1], step)], dim=1)
 
 
-def output_pass(bnet, problem: Problem, bounds: Intermediate, C: Tensor, lines: LineChoice
+def output_pass(bnet, problem: Problem, bounds: Intermediate, C: Tensor, lines: LineChoice,
+                mem_terms: dict[int, Tensor] | None = None,
                 ) -> tuple[Tensor, dict[int, list[Tensor | None]]]:
     """One back-substitution from the readout for all rows of ``C``: the lower bound
-    ``[B, M]`` and the σ used (see :func:`back_substitute`)."""
+    ``[B, M]`` and the σ used (see :func:`back_substitute`, also for ``mem_terms``)."""
     T = problem.num_steps
     scale = 1.0 if bnet.readout == "count" else 1.0 / T
     lam = (C * scale).unsqueeze(0).expand((T, *C.shape))
     ops = problem.ops
     if bnet.readout == "membrane":
         last = max(neuron_indices(ops))
-        return back_substitute(problem, bounds, lines, last + 1, None, lam, T)
-    bound, used = back_substitute(problem, bounds, lines, len(ops), lam, None, T)
+        return back_substitute(problem, bounds, lines, last + 1, None, lam, T, mem_terms)
+    bound, used = back_substitute(problem, bounds, lines, len(ops), lam, None, T, mem_terms)
     if problem.out_pad is not None:
         bound = bound - torch.einsum("tbmk,tbk->bm", lam.abs(), problem.out_pad)
     return bound, used
