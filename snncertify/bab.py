@@ -565,7 +565,7 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
     Returns:
         One :class:`BabResult` per sample.
     """
-    opts = _options(options)
+    opts = exact.options_of(BabOptions, options, "bab")
     bnet.check_method_mode("bab")
     crown.check_supported(bnet.ops, "bab")
     noise = bnet.prepare(x, noise)
@@ -585,20 +585,6 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
                          None if noise is None else noise[:, sl], opts)
         out.append(sample.run(None if start is None else enc.take(start, sl)))
     return out
-
-
-def _options(options: dict) -> BabOptions:
-    if "options" in options:
-        opts = options.pop("options")
-        if options:
-            raise ValueError(f"pass options=BabOptions(...) or its fields, not both: {options}")
-        return opts
-    try:
-        return BabOptions(**options)
-    except TypeError:
-        known = sorted(BabOptions.__dataclass_fields__)
-        raise ValueError(f"bab: unknown option(s) {sorted(set(options) - set(known))}; "
-                         f"known: {known}") from None
 
 
 def bab_bounds(bnet, x: Tensor, threat: Threat, noise: Tensor | None, C: Tensor | None,

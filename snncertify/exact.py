@@ -482,7 +482,7 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
         already above the best achieved margin are not solved (they cannot be
         the minimum).
     """
-    opts = _options(options)
+    opts = options_of(ExactOptions, options)
     bnet.check_method_mode("exact")
     noise = bnet.prepare(x, noise)
     threat = bnet.threat(x, eps)
@@ -511,17 +511,19 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
     return results
 
 
-def _options(options: dict) -> ExactOptions:
+def options_of(cls, options: dict, what: str = "verify"):
+    """An options dataclass ``cls`` from keyword ``options``: its fields, or
+    ``options=cls(...)`` alone; ValueError naming unknown fields."""
     if "options" in options:
         opts = options.pop("options")
         if options:
-            raise ValueError(f"pass options=ExactOptions(...) or its fields, not both: {options}")
+            raise ValueError(f"pass options={cls.__name__}(...) or its fields, not both: {options}")
         return opts
     try:
-        return ExactOptions(**options)
+        return cls(**options)
     except TypeError:
-        known = sorted(ExactOptions.__dataclass_fields__)
-        raise ValueError(f"verify: unknown option(s) {sorted(set(options) - set(known))}; "
+        known = sorted(cls.__dataclass_fields__)
+        raise ValueError(f"{what}: unknown option(s) {sorted(set(options) - set(known))}; "
                          f"known: {known}") from None
 
 
