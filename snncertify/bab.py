@@ -566,14 +566,8 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
         One :class:`BabResult` per sample.
     """
     opts = exact.options_of(BabOptions, options, "bab")
-    bnet.check_method_mode("bab")
     crown.check_supported(bnet.ops, "bab")
-    noise = bnet.prepare(x, noise)
-    threat = bnet.threat(x, eps)
-    if start is not None:
-        bnet.encoding.check_input(start, "start")
-        if start.shape != x.shape or not bool(threat.contains(x, start).all()):
-            raise ValueError("verify: start must be shaped like x and lie in the threat set")
+    noise, threat = exact.prepare_verify(bnet, "bab", x, eps, noise, start)
     it = range(bnet.batch_size(x))
     if opts.progress:
         it = progress_bar(it, desc="bab", unit="sample", leave=False)

@@ -458,6 +458,22 @@ class _SampleSearch:
         )
 
 
+def prepare_verify(bnet, method: str, x: Tensor, eps, noise: Tensor | None,
+                   start: Tensor | None) -> tuple[Tensor | None, Threat]:
+    """The checks and set-up a complete verifier (``exact``, ``bab``) starts with: the
+    wrapper's mode, the noise draw and the threat of ``x`` at ``eps``; ``start``
+    (candidate counterexamples) must be valid inputs shaped like ``x`` inside the
+    threat set (ValueError otherwise). Returns ``(noise, threat)``."""
+    bnet.check_method_mode(method)
+    noise = bnet.prepare(x, noise)
+    threat = bnet.threat(x, eps)
+    if start is not None:
+        bnet.encoding.check_input(start, "start")
+        if start.shape != x.shape or not bool(threat.contains(x, start).all()):
+            raise ValueError("verify: start must be shaped like x and lie in the threat set")
+    return noise, threat
+
+
 @torch.no_grad()
 def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
            start: Tensor | None = None, **options) -> list[ExactResult]:
@@ -483,13 +499,7 @@ def verify(bnet, x: Tensor, y: Tensor, eps, noise: Tensor | None = None,
         the minimum).
     """
     opts = options_of(ExactOptions, options)
-    bnet.check_method_mode("exact")
-    noise = bnet.prepare(x, noise)
-    threat = bnet.threat(x, eps)
-    if start is not None:
-        bnet.encoding.check_input(start, "start")
-        if start.shape != x.shape or not bool(threat.contains(x, start).all()):
-            raise ValueError("verify: start must be shaped like x and lie in the threat set")
+    noise, threat = prepare_verify(bnet, "exact", x, eps, noise, start)
     prop = bnet.interval_propagation(x, threat, noise)
     ibp = ibp_margin_lower(bnet, x, y, prop)
     it = range(bnet.batch_size(x))
