@@ -379,3 +379,75 @@ def test_crown_pushes_refined_membranes_through_the_interval_rules():
         crown = bnet.margin_bounds(x, y, 0.01, method="crown")
     assert (pushed >= ibp).all() and (crown >= pushed).all()
     assert (pushed[off] > ibp[off]).sum() >= 2  # 0 without the re-propagation
+
+
+def _scalar_net(kind: str, reset: str, synaptic_net, bn_net) -> tuple[nn.Module, tuple[int, ...]]:
+    """Networks whose neurons have scalar parameters (the own-layer refinement's case)."""
+    torch.manual_seed(3)
+
+    def leaky(output: bool = False):
+        return snn.Leaky(beta=0.8, threshold=0.4, init_hidden=True, reset_mechanism=reset,
+                         output=output)
+
+    if kind == "fc":
+        net = nn.Sequential(nn.Linear(12, 16), leaky(), nn.Linear(16, 10), leaky(),
+                            nn.Linear(10, 4), leaky(output=True))
+        with torch.no_grad():
+            for m in net:
+                if isinstance(m, nn.Linear):
+                    m.weight.mul_(2.0)
+                    m.bias.add_(0.2)
+        return net.eval(), (12,)
+    if kind == "conv":
+        net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.BatchNorm2d(3), leaky(),
+                            nn.AvgPool2d(2), nn.Conv2d(3, 4, 2), leaky(), nn.Flatten(),
+                            nn.Linear(16, 4), leaky(output=True))
+        with torch.no_grad():
+            net[1].running_mean.uniform_(-0.2, 0.2)
+            for m in net:
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    m.weight.mul_(2.5)
+        return net.eval(), (1, 6, 6)
+    return synaptic_net(reset, per_neuron=False, seed=1), (6,)
+
+
+@pytest.mark.parametrize("kind", ["fc", "conv", "synaptic"])
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+@pytest.mark.parametrize("encoding, readout", [("direct", "rate"), ("rate", "rate"),
+                                               ("direct", "membrane")])
+def test_own_layer_refinement_equals_the_dense_rows(kind, reset, encoding, readout,
+                                                    synaptic_net, bn_net, monkeypatch):
+    """Full CROWN's refinement walks each row's own layer once for all neurons
+    (``crown.own_layer_rows``); its bounds equal those of one dense row per neuron."""
+    from snncertify import crown as crown_mod
+
+    net, shape = _scalar_net(kind, reset, synaptic_net, bn_net)
+    bnet = certify(net, 4, encoding=encoding, readout=readout, seed=0)
+    x = torch.rand((3, *shape), generator=torch.Generator().manual_seed(5))
+    calls = []
+    real = crown_mod.own_layer_rows
+
+    def counted(*args):
+        res = real(*args)
+        calls.append(res is not None)
+        return res
+
+    monkeypatch.setattr(crown_mod, "own_layer_rows", counted)
+    noise = bnet.prepare(x, None)
+    threat = bnet.threat(x, 0.06)
+
+    def refined():
+        with torch.no_grad():
+            res = crown_mod.crown_bounds(bnet, x, threat, noise, None)
+        mems = [torch.stack(v) for d in (res.bounds.mem_l, res.bounds.mem_u) for v in d.values()]
+        return mems, (res.lower, res.upper)
+
+    own, own_out = refined()
+    assert calls and all(calls)  # the own-layer path ran, for every refined (layer, step)
+    monkeypatch.setattr(crown_mod, "own_layer_rows", lambda *args: None)
+    dense, dense_out = refined()
+    prop = bnet.interval_propagation(x, threat, noise)
+    ibp = [torch.stack(r.steps(k)) for k in ("mem_l", "mem_u") for r in prop.layers]
+    assert any(bool(((d - i).abs() > 1e-4).any()) for d, i in zip(dense, ibp, strict=True))
+    for a, b in zip([*own, *own_out], [*dense, *dense_out], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
