@@ -526,7 +526,7 @@ class OwnLayerRows:
     onto the currents ``I^j`` and carried on through the layers below.
 
     Attributes:
-        j, t: the op index and the step refined.
+        j: the op index of the layer refined.
         lam: per neuron its two rows' (+, -) coefficients on its own current,
             ``[t + 1, B, n, 2]``.
         const, mag: per neuron the rows' constants and term magnitudes ``[B, n, 2]``.
@@ -534,7 +534,6 @@ class OwnLayerRows:
     """
 
     j: int
-    t: int
     lam: Tensor
     const: Tensor
     mag: Tensor
@@ -544,25 +543,23 @@ class OwnLayerRows:
         """Lower bounds ``[B, 2W]`` of ``U^j_t`` (rows ``0..W-1``) and ``-U^j_t`` of the
         neurons ``sel`` ``[B, W]`` (flat indices)."""
         steps, B, n = self.lam.shape[:3]
-        W = sel.shape[1]
-        pick = sel.unsqueeze(0).unsqueeze(3).expand(steps, B, W, 2)
-        vals = self.lam.gather(2, pick)  # [steps, B, W, 2]
-        vals = torch.cat([vals[..., 0], vals[..., 1]], dim=2)  # [steps, B, 2W]
-        where = torch.cat([sel, sel], dim=1)  # [B, 2W]
-        lam = vals.new_zeros((steps, B, 2 * W, n))
-        lam.scatter_(3, where.unsqueeze(0).unsqueeze(3).expand(steps, B, 2 * W, 1),
-                     vals.unsqueeze(3))
-        lam = lam.reshape((steps, B, 2 * W, *self.shape))
+        vals = _pick_rows(self.lam, sel)  # [steps, B, 2W]
+        where = torch.cat([sel, sel], dim=1)  # [B, 2W]: each row's own neuron
+        lam = vals.new_zeros((*vals.shape, n))
+        lam.scatter_(3, where.expand(steps, *where.shape).unsqueeze(3), vals.unsqueeze(3))
+        lam = lam.reshape((*vals.shape, *self.shape))
         timed = not (self.j == problem.first_neuron and problem.static)
         if not timed:
             lam = lam.sum(0)
         res, _ = back_substitute(problem, bounds, SCROWN, self.j, lam, None, steps, timed=timed)
+        return res + _pick_rows(self.const, sel) - problem.slack * _pick_rows(self.mag, sel)
 
-        def rows(v: Tensor) -> Tensor:  # [B, n, 2] -> [B, 2W]
-            g = v.gather(1, sel.unsqueeze(2).expand(B, W, 2))
-            return torch.cat([g[..., 0], g[..., 1]], dim=1)
 
-        return res + rows(self.const) - problem.slack * rows(self.mag)
+def _pick_rows(v: Tensor, sel: Tensor) -> Tensor:
+    """The (+, -) row values ``v`` ``[..., B, n, 2]`` of the neurons ``sel`` ``[B, W]``,
+    in the rows' layout ``[..., B, 2W]`` (the + rows first)."""
+    g = v.gather(-2, sel.unsqueeze(-1).expand((*v.shape[:-3], *sel.shape, 2)))
+    return torch.cat([g[..., 0], g[..., 1]], dim=-1)
 
 
 def own_layer_rows(problem: Problem, bounds: Intermediate, j: int, t: int) -> OwnLayerRows | None:
@@ -585,7 +582,7 @@ def own_layer_rows(problem: Problem, bounds: Intermediate, j: int, t: int) -> Ow
     mem = like.new_zeros((t + 1, B * n, 2, 1))
     mem[t, :, 0], mem[t, :, 1] = 1.0, -1.0
     res = op.linear_backward(Coefficients(None, mem), t + 1, ctx)
-    return OwnLayerRows(j, t, res.lam.reshape(t + 1, B, n, 2), res.const.reshape(B, n, 2),
+    return OwnLayerRows(j, res.lam.reshape(t + 1, B, n, 2), res.const.reshape(B, n, 2),
                         res.mag.reshape(B, n, 2), shape)
 
 
